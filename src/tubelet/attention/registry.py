@@ -1,0 +1,41 @@
+"""Attention schemes by name: the ``attention`` constructor argument of the video models."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from torch import nn
+
+_SCHEMES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_attention(name: str):
+    """Class (or factory) decorator: make a scheme available as ``attention=name``."""
+
+    def add(factory):
+        if name in _SCHEMES:
+            raise ValueError(f"attention scheme {name!r} is registered twice")
+        _SCHEMES[name] = factory
+        return factory
+
+    return add
+
+
+def list_attention() -> list[str]:
+    _import_schemes()
+    return sorted(_SCHEMES)
+
+
+def get_attention(name: str) -> Callable[..., nn.Module]:
+    _import_schemes()
+    if name not in _SCHEMES:
+        close = difflib.get_close_matches(name, _SCHEMES, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown attention scheme {name!r}{hint} (known: {', '.join(sorted(_SCHEMES))})")
+    return _SCHEMES[name]
+
+
+def _import_schemes() -> None:
+    """Importing the package registers every scheme defined in it."""
+    import tubelet.attention  # noqa: F401

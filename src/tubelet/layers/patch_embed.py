@@ -1,0 +1,69 @@
+"""Turning a video into patch tokens: per-frame 2D patches or 3D tubelets (ViViT, Sec. 3.2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tubelet.layers.shape import VideoShape
+
+TUBELET_INITS = ("central_frame", "average")
+
+
+def inflate_patch_weight(weight_2d: torch.Tensor, depth: int, method: str = "central_frame") -> torch.Tensor:
+    """Turn a 2D patch filter ``[D, C, P, P]`` into a tubelet filter ``[D, C, depth, P, P]``.
+
+    ViViT (Arnab et al., 2021, Sec. 3.4): "average" replicates the filter over time and divides it by
+    ``depth`` (the I3D inflation, same response on a static clip); "central_frame" puts the filter at
+    the central temporal position and zeros elsewhere, so at initialisation the model sees each
+    tubelet's central frame exactly like the image model did.
+    """
+    if method not in TUBELET_INITS:
+        raise ValueError(f"unknown tubelet initialisation {method!r}; expected one of {TUBELET_INITS}")
+    if method == "average":
+        return weight_2d.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth
+    inflated = weight_2d.new_zeros(weight_2d.shape[:2] + (depth,) + weight_2d.shape[2:])
+    inflated[:, :, depth // 2] = weight_2d
+    return inflated
+
+
+class PatchEmbed(nn.Module):
+    """Linear embedding of non-overlapping ``tubelet_size x patch_size x patch_size`` tubelets.
+
+    ``tubelet_size=1`` is the per-frame 2D patch embedding of TimeSformer and ViT; larger values are
+    ViViT's tubelet embedding. ``[B, C, T, H, W] -> ([B, T' * H' * W', D], VideoShape(T', H', W'))``
+    with ``T' = T / tubelet_size`` and ``H' = H / patch_size``; tokens are time-major.
+    """
+
+    def __init__(self, *, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.in_chans = in_chans
+        kernel = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+
+    def grid(self, video_size: tuple[int, int, int]) -> VideoShape:
+        """The token grid for a ``(T, H, W)`` input, or a ValueError saying which size does not fit."""
+        t, h, w = video_size
+        if t % self.tubelet_size:
+            raise ValueError(f"{t} frames are not divisible by the tubelet depth {self.tubelet_size}")
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"resolution {h}x{w} is not divisible by the patch size {self.patch_size}")
+        return VideoShape(t // self.tubelet_size, h // self.patch_size, w // self.patch_size)
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, VideoShape]:
+        if video.ndim != 5 or video.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected a video of shape [B, {self.in_chans}, T, H, W], got {list(video.shape)}"
+            )
+        shape = self.grid(tuple(video.shape[2:]))
+        tokens = self.proj(video)  # [B, D, T', H', W']
+        return tokens.flatten(2).transpose(1, 2), shape  # [B, T'*H'*W', D]
+
+    def init_from_2d(self, weight_2d: torch.Tensor, bias: torch.Tensor | None, method: str) -> None:
+        """Initialise from an image model's ``[D, C, P, P]`` patch filter (see ``inflate_patch_weight``)."""
+        with torch.no_grad():
+            self.proj.weight.copy_(inflate_patch_weight(weight_2d, self.tubelet_size, method))
+            if bias is not None:
+                self.proj.bias.copy_(bias)

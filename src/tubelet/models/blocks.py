@@ -1,0 +1,54 @@
+"""The transformer block shared by the plain video models: a space-time mixer, then an MLP."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tubelet.attention import get_attention
+from tubelet.layers.drop_path import DropPath
+from tubelet.layers.mlp import Mlp
+from tubelet.layers.shape import VideoShape
+
+
+class Block(nn.Module):
+    """``x, shape = attn(x, shape)`` (the scheme adds its own residuals), then
+    ``x + drop_path(mlp(mlp_norm(x)))``. ``[B, P + T*H*W, D] -> [B, P + T'*H'*W', D]``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        attention: str,
+        attention_options: dict | None = None,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        act: str = "gelu",
+    ):
+        super().__init__()
+        self.attn = get_attention(attention)(
+            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+            drop_path=drop_path, norm_eps=norm_eps, **(attention_options or {}),
+        )
+        self.mlp_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, drop=drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, shape: VideoShape) -> tuple[torch.Tensor, VideoShape]:
+        x, shape = self.attn(x, shape)
+        return x + self.drop_path(self.mlp(self.mlp_norm(x))), shape
+
+
+def drop_path_rates(depth: int, drop_path_rate: float) -> list[float]:
+    """Stochastic depth rising linearly from 0 in the first block to ``drop_path_rate`` in the last."""
+    return torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+
+
+def make_blocks(rates: list[float], **block_args) -> nn.ModuleList:
+    """One block per drop-path rate in ``rates``."""
+    return nn.ModuleList(Block(drop_path=rate, **block_args) for rate in rates)

@@ -1,0 +1,81 @@
+"""Named model configurations: ``create_model(name, **overrides)``.
+
+A registered name is data: a model class and its default constructor arguments. Overrides are
+checked against the class's constructor, so a misspelt argument is an error naming it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    cls: type[nn.Module]
+    defaults: dict = field(default_factory=dict)
+    paper: str = ""
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, cls: type[nn.Module], *, paper: str = "", **defaults) -> None:
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    check_arguments(cls, defaults, f"model {name!r}")
+    _MODELS[name] = ModelEntry(name, cls, defaults, paper)
+
+
+def _import_families() -> None:
+    import tubelet.models  # noqa: F401  (each family module registers its names)
+
+
+def list_models(filter: str = "") -> list[str]:
+    """Registered architecture names containing ``filter``, sorted."""
+    _import_families()
+    return sorted(name for name in _MODELS if filter in name)
+
+
+def get_entry(name: str) -> ModelEntry:
+    _import_families()
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `tubelet models` lists them"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    return _MODELS[name]
+
+
+def constructor_arguments(cls: type) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def check_arguments(cls: type, args: dict, owner: str) -> None:
+    """ValueError naming each argument ``cls`` does not take, with the closest valid ones."""
+    valid = constructor_arguments(cls)
+    for key in args:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(valid)}"
+            raise ValueError(f"{owner} has no constructor argument {key!r}{hint}")
+
+
+def model_arguments(name: str, overrides: dict) -> dict:
+    """The full constructor arguments of ``name`` with ``overrides`` applied (checked)."""
+    entry = get_entry(name)
+    check_arguments(entry.cls, overrides, f"model {name!r}")
+    return {**entry.defaults, **overrides}
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build the registered model ``name``; keyword arguments override its defaults
+    (``num_classes``, ``num_frames``, ``img_size``, ``attention``, ``depth``, ...)."""
+    args = model_arguments(name, overrides)
+    model = get_entry(name).cls(**args)
+    model.config = {"architecture": name, "args": args}
+    model.class_names = None
+    return model
