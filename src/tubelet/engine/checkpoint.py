@@ -1,0 +1,203 @@
+"""Checkpoints: one folder per save, written atomically, the last N kept plus the best.
+
+A checkpoint folder ``RUN/checkpoints/step00001234/`` holds
+  model.safetensors   the weights (also readable by ``tubelet.load_model``, with config.json)
+  config.json         architecture, constructor arguments and class names
+  ema.safetensors     the averaged weights, when EMA is on
+  state.pt            optimiser, scheduler, grad scaler, RNG states of every rank, progress, metrics
+It is assembled in a hidden temporary folder, every file fsynced, then renamed into place, so a
+process killed while saving leaves the previous checkpoints untouched and no partial folder under a
+checkpoint's name. ``best.json`` names the best checkpoint and is itself replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tubelet.engine.files import atomic_write_json, fsync_dir, fsync_file
+
+CHECKPOINTS = "checkpoints"
+WEIGHTS = "model.safetensors"
+EMA_WEIGHTS = "ema.safetensors"
+STATE = "state.pt"
+MODEL_CONFIG = "config.json"
+BEST = "best.json"
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclass
+class Progress:
+    """Where training stands: ``step_in_epoch`` optimiser steps of ``epoch`` are done."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch and CUDA generator states (NumPy's key as a tensor, for ``weights_only`` loading)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+
+
+def _save_file(write, path: Path) -> None:
+    write(path)
+    fsync_file(path)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    *,
+    model: nn.Module,
+    model_config: dict[str, Any],
+    state: dict[str, Any],
+    progress: Progress,
+    ema: nn.Module | None = None,
+    keep_last: int = 2,
+) -> Path:
+    """Write ``RUN/checkpoints/step<global_step>/`` atomically and prune old ones; returns its path.
+
+    ``model_config`` is the JSON written as config.json; ``state`` holds the optimiser, scheduler,
+    scaler and RNG states (anything ``torch.save`` can store and ``weights_only`` can load).
+    """
+    folder = Path(run_dir) / CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f"{_TMP_PREFIX}*"):  # left by a process killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
+    final = folder / f"step{progress.global_step:08d}"
+    tmp = folder / f"{_TMP_PREFIX}{final.name}-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        _save_file(lambda p: save_file(_weights(model), str(p)), tmp / WEIGHTS)
+        if ema is not None:
+            _save_file(lambda p: save_file(_weights(ema), str(p)), tmp / EMA_WEIGHTS)
+        _save_file(lambda p: p.write_text(json.dumps(model_config, indent=2) + "\n"), tmp / MODEL_CONFIG)
+        _save_file(lambda p: torch.save({**state, "progress": asdict(progress)}, p), tmp / STATE)
+        fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(folder)
+    _prune(folder, keep_last)
+    return final
+
+
+def mark_best(checkpoint: Path, metric: str, value: float) -> None:
+    """Record ``checkpoint`` as the best so far (``best.json`` beside it); pruning spares it."""
+    atomic_write_json(checkpoint.parent / BEST, {"checkpoint": checkpoint.name, "metric": metric, "value": value})
+
+
+def best_record(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / CHECKPOINTS / BEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / CHECKPOINTS
+    return sorted(p for p in folder.glob("step*") if p.is_dir())
+
+
+def _prune(folder: Path, keep_last: int) -> None:
+    best = best_record(folder.parent)
+    keep = {best["checkpoint"]} if best else set()
+    found = list_checkpoints(folder.parent)
+    for old in found[: max(0, len(found) - keep_last)]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a checkpoint folder, a run folder (its best, else its latest) or a
+    saved-model folder."""
+    path = Path(path)
+    if (path / WEIGHTS).is_file():
+        return path
+    run_dir = path.parent if path.name == CHECKPOINTS else path
+    best = best_record(run_dir)
+    if best and (run_dir / CHECKPOINTS / best["checkpoint"] / WEIGHTS).is_file():
+        return run_dir / CHECKPOINTS / best["checkpoint"]
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        raise FileNotFoundError(f"{path} is not a checkpoint, a saved model or a run folder with checkpoints")
+    return latest
+
+
+def load_state(checkpoint: str | Path) -> dict[str, Any]:
+    """The ``state.pt`` of a checkpoint (``progress`` as a ``Progress``)."""
+    state = torch.load(Path(checkpoint) / STATE, map_location="cpu", weights_only=True)
+    state["progress"] = Progress(**state["progress"])
+    return state
+
+
+def load_weights(
+    model: nn.Module, path: str | Path, *, new_head: bool = False, head_prefix: str = "head."
+) -> list[str]:
+    """Load a safetensors file into ``model``, refusing any key that is missing, unexpected or of
+    another shape, named in the error. With ``new_head``, differences confined to the classifier
+    (``head_prefix``) are allowed: those parameters keep their fresh initialisation. Returns notes
+    on what was left out (empty when everything matched)."""
+    loaded = load_file(str(path))
+    own = model.state_dict()
+    missing = [k for k in own if k not in loaded]
+    unexpected = [k for k in loaded if k not in own]
+    mismatched = [k for k in loaded if k in own and loaded[k].shape != own[k].shape]
+    notes = []
+    if new_head:
+        for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (mismatched, "shape-mismatched")):
+            head = [k for k in keys if k.startswith(head_prefix)]
+            for k in head:
+                keys.remove(k)
+                loaded.pop(k, None)
+            if head:
+                notes.append(f"new head: {what} key(s) {', '.join(head)} left freshly initialised")
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if mismatched:
+        shapes = [f"{k} (file {tuple(loaded[k].shape)}, model {tuple(own[k].shape)})" for k in mismatched]
+        problems.append(f"shape mismatches: {', '.join(shapes)}")
+    if problems:
+        hint = "" if new_head else "; pass train.new_head=true to train a new classifier"
+        raise ValueError(f"cannot load {path}: {'; '.join(problems)}{hint}")
+    model.load_state_dict(loaded, strict=False)
+    return notes

@@ -1,0 +1,280 @@
+"""Training configuration: typed dataclasses are the schema, recipes are YAML files checked against it.
+
+A recipe has four sections, ``model``, ``data``, ``train`` and ``eval``. The model section is the
+architecture name plus free constructor arguments (``model: {name: ..., depth: 4}``), checked
+against the constructor's signature. ``key=value`` overrides address any field by its dotted name
+(``train.lr=0.01``, ``model.depth=4``, ``model=NAME`` for the architecture). Values are parsed as
+YAML (``4`` is an int, ``[2, 3]`` a list, ``null`` None). An unknown key or a value of the wrong
+type is a ``ValueError`` naming the key and, for unknown keys, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tubelet.engine.files import atomic_write_text
+
+
+@dataclass
+class ModelConfig:
+    """The architecture's registered name and overrides of its constructor arguments."""
+
+    name: str = "timesformer_divided_tiny_p8_8x32"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where the videos are and how clips are sampled and augmented."""
+
+    train: str = ""  # video list (or folder) for training
+    val: str = ""  # video list for validation; empty skips validation
+    classes: str | None = None  # optional class-names file, one name a line
+    num_frames: int = 8
+    sampling: str = "segment"  # "segment": one frame from each of T equal segments; "dense": every frame_interval-th frame
+    frame_interval: int = 1  # stride between sampled frames in dense sampling
+    img_size: int = 224
+    num_workers: int = 4
+    scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range
+    hflip: float = 0.5  # probability of a horizontal flip (0 for direction-sensitive data such as SSv2)
+    auto_augment: str | None = None  # an AutoAugment policy name, e.g. "original"
+    random_erasing: float = 0.0
+    mixup_alpha: float = 0.0  # 0 disables mixup
+    cutmix_alpha: float = 0.0  # 0 disables cutmix
+    mixup_prob: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, checkpointing and logging."""
+
+    epochs: int = 30
+    max_steps: int | None = None  # stop after this many optimiser steps; the schedule then spans them
+    batch_size: int = 32  # clips per optimiser step, summed over processes and accumulation steps
+    accum_steps: int = 1  # gradient accumulation: each process runs batch_size / (world * accum) clips at a time
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw"
+    lr: float = 0.005
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    layer_decay: float = 1.0  # layer-wise lr decay: block i gets lr * layer_decay ** (num_layers + 1 - layer_id)
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None  # max global gradient norm
+    ema_decay: float | None = None  # keep an exponential moving average of the weights; validate with it
+    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp16" or "fp32"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    init: str | None = None  # weights to start from (a checkpoint or a saved model folder)
+    new_head: bool = False  # with init: allow a classifier of another size, freshly initialised
+    keep_last: int = 2  # checkpoints kept besides the best
+    save_every_steps: int | None = None  # also checkpoint within epochs
+    log_every: int = 10  # optimiser steps between metric-log lines
+    progress: bool = True  # draw a progress bar
+
+
+@dataclass
+class EvalConfig:
+    """Multi-view testing: ``views = [T, S]`` temporal clips x spatial crops per video."""
+
+    views: tuple[int, int] = (1, 1)
+    batch_size: int = 8  # videos per batch (each with T*S views)
+    every: int = 1  # validate every this many epochs (and after the last)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+_SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+RECIPES_DIR = Path(__file__).resolve().parents[3] / "recipes"
+
+
+def _unknown_key(key: str, valid: list[str]) -> ValueError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(sorted(valid))})"
+    return ValueError(f"unknown config key '{key}'{hint}")
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a type annotation; ints widen to float, numeric strings ("1e-4") parse."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(key, value, option)
+            except ValueError:
+                pass
+    elif origin is tuple and isinstance(value, (list, tuple)):
+        items = typing.get_args(annotation)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return tuple(_coerce(key, item, items[0]) for item in value)
+        if len(items) == len(value):
+            return tuple(_coerce(key, item, kind) for item, kind in zip(value, items))
+    elif origin in (list, dict) and isinstance(value, origin):
+        return value
+    elif annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(annotation, type) and isinstance(value, annotation):
+        return value
+    raise ValueError(f"config key '{key}' expects {_type_name(annotation)}, got {value!r}")
+
+
+def model_arg_annotations(name: str) -> dict[str, Any] | None:
+    """Constructor arguments the model ``name`` accepts, with their annotations (None: unknown name)."""
+    from tubelet.models.registry import model_arguments
+
+    return model_arguments(name)
+
+
+def _model_config(raw: Any) -> ModelConfig:
+    if isinstance(raw, str):
+        return ModelConfig(name=raw)
+    if not isinstance(raw, dict):
+        raise ValueError(f"config key 'model' expects a name or a mapping, got {raw!r}")
+    raw = dict(raw)
+    name = _coerce("model.name", raw.pop("name", ModelConfig.name), str)
+    accepted = model_arg_annotations(name)
+    args = {}
+    for key, value in raw.items():
+        if key not in accepted:
+            raise _unknown_key(f"model.{key}", [f"model.{arg}" for arg in accepted] + ["model.name"])
+        args[key] = _coerce(f"model.{key}", value, accepted[key])
+    return ModelConfig(name=name, args=args)
+
+
+def _section(name: str, schema: type, raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"config key '{name}' expects a mapping, got {raw!r}")
+    hints = typing.get_type_hints(schema)
+    values = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise _unknown_key(f"{name}.{key}", [f"{name}.{valid}" for valid in hints])
+        values[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return schema(**values)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a nested mapping (a parsed recipe) into a ``Config``."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"a recipe must be a mapping of sections, got {type(raw).__name__}")
+    valid = ["model", *_SECTIONS]
+    for key in raw:
+        if key not in valid:
+            raise _unknown_key(str(key), valid)
+    sections = {name: _section(name, schema, raw.get(name)) for name, schema in _SECTIONS.items()}
+    return Config(model=_model_config(raw.get("model", {})), **sections)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The nested mapping a recipe file would hold (tuples as lists), the inverse of ``config_from_dict``."""
+
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    out: dict[str, Any] = {"model": {"name": config.model.name, **config.model.args}}
+    for name in _SECTIONS:
+        section = getattr(config, name)
+        out[name] = {f.name: plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
+    return out
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` to a raw recipe mapping in place (checked later by ``config_from_dict``)."""
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"override {override!r} is not of the form key=value")
+    value = yaml.safe_load(text) if text.strip() else ""
+    parts = key.split(".")
+    if parts == ["model"]:
+        parts = ["model", "name"]
+    if len(parts) != 2:
+        raise ValueError(f"override key '{key}' must be section.field (e.g. train.lr) or model")
+    section, name = parts
+    if section not in ("model", *_SECTIONS):
+        raise _unknown_key(key, [f"{s}.{f}" for s, schema in _SECTIONS.items() for f in typing.get_type_hints(schema)])
+    current = raw.setdefault(section, {})
+    if section == "model" and isinstance(current, str):
+        current = raw["model"] = {"name": current}
+    current[name] = value
+
+
+def resolve_recipe(recipe: str) -> Path:
+    """A recipe path, or a name under ``recipes/`` (with or without ``.yaml``)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    for folder in (Path("recipes"), RECIPES_DIR):
+        for candidate in (folder / recipe, folder / f"{recipe}.yaml"):
+            if candidate.is_file():
+                return candidate
+    known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(path.stem, known, n=1, cutoff=0.5)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (recipes: {', '.join(known)})"
+    raise FileNotFoundError(f"recipe '{recipe}' is neither a file nor a name under {RECIPES_DIR}{hint}")
+
+
+def load_config(recipe: str | None, overrides: list[str] = ()) -> Config:
+    """Read a recipe (None: all defaults), apply ``key=value`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if recipe is not None:
+        path = resolve_recipe(recipe)
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"recipe {path} must hold a mapping of sections, got {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return config_from_dict(raw)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically); ``load_config(path)`` reads it back."""
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

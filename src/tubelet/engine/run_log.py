@@ -1,0 +1,49 @@
+"""The metrics of a run: a JSON-lines file and TensorBoard events, written by rank 0 only.
+
+Each line of ``metrics.jsonl`` is one record: ``{"kind": "train" | "val", "epoch", "step", ...values}``.
+When a run resumes from step S, records past S (written after the checkpoint the run resumes
+from) are dropped, so the log and the plots describe one consistent history.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tubelet.engine.files import atomic_write_text
+
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunLog:
+    """Appends records to ``metrics.jsonl`` and mirrors numeric values to TensorBoard as
+    ``kind/name`` scalars. ``resume_step``: drop records after it (None: start a new log)."""
+
+    def __init__(self, run_dir: str | Path, *, resume_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = Path(run_dir) / METRICS
+        kept = [r for r in read_metrics(run_dir) if r["step"] <= resume_step] if resume_step is not None else []
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD), purge_step=resume_step)
+
+    def write(self, kind: str, *, epoch: int, step: int, **values: Any) -> None:
+        record = {"kind": kind, "epoch": epoch, "step": step, **values}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{kind}/{name}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
