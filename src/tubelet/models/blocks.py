@@ -46,7 +46,7 @@ class Block(nn.Module):
 
 def drop_path_rates(depth: int, drop_path_rate: float) -> list[float]:
     """Stochastic depth rising linearly from 0 in the first block to ``drop_path_rate`` in the last."""
-    return torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+    return [drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
 
 
 def make_blocks(rates: list[float], **block_args) -> nn.ModuleList:
