@@ -8,6 +8,7 @@ problem), 1 anything else.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -21,6 +22,16 @@ def _cmd_models(args: argparse.Namespace) -> None:
     print_model_table(args.filter)
 
 
+def _cmd_check_videos(args: argparse.Namespace) -> int:
+    """Exit code 0 when every video decodes, 1 when some do not (listed in --out)."""
+    from tubelet.data.check import check_videos, summary, video_paths, write_bad_list
+
+    results = check_videos(video_paths(args.source), workers=args.workers)
+    write_bad_list(results, args.out)
+    print(summary(results, args.out))
+    return 0 if all(result.ok for result in results) else 1
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tubelet", description="Video transformers: build, train, evaluate, predict.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +40,17 @@ def _build_parser() -> argparse.ArgumentParser:
     models.add_argument("filter", nargs="?", default="", help="only names containing this text")
     models.set_defaults(run=_cmd_models)
 
+    check = commands.add_parser(
+        "check-videos",
+        help="decode-check every video of a list or folder; exit 1 when some are bad",
+        description="Decode the first, last and a few random frames of every video, in parallel. "
+        "Writes 'path<TAB>reason' for each bad file to --out; exit code 0 when all decode, 1 when some do not.",
+    )
+    check.add_argument("source", metavar="LIST_OR_DIR", help="a video list (any format tubelet reads) or a folder")
+    check.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    check.add_argument("--out", default="bad_videos.txt", help="where to write the bad files (default: bad_videos.txt)")
+    check.set_defaults(run=_cmd_check_videos)
+
     return parser
 
 
@@ -36,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except (UsageError, ValueError, FileNotFoundError) as error:
         print(f"tubelet {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""DataLoaders for :class:`~tubelet.data.datasets.VideoDataset`: sharding, per-sample seeds,
+collation (with mixup/cutmix in training) and dropping of failed rows in evaluation.
+
+Batches are dicts::
+
+    {"video": float [B, C, T, H, W]   (eval: [B, V, C, T, H, W]),
+     "label": Long [B]                (float [B, K] when multi-label or mixed),
+     "index": Long [B],
+     "failed": list[str]}             files that failed to decode for this batch
+
+In training each failed file was replaced by another sample; in evaluation the failed rows are
+left out, so ``B`` may be smaller than the batch size, and ``video`` is ``None`` when every row
+of a batch failed.
+
+Training is deterministic given ``seed`` whatever the number of workers: the index sampler
+(in the main process) hands the dataset ``(index, sample_seed)`` pairs, with
+``sample_seed = derive_seed(seed, epoch, index)``, and each item draws its randomness from that.
+The epoch advances by itself at each pass over the loader; ``loader.sampler.set_epoch(e)`` sets
+it explicitly (for a resumed run).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable, Iterator
+
+import torch
+
+from tubelet.data.datasets import VideoDataset, derive_seed
+
+
+def _check_shard(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """This rank's share of a seeded permutation, as ``(index, sample_seed)`` pairs.
+
+    The permutation is padded by wrapping around to a multiple of ``world_size`` so every rank
+    yields the same count, ``ceil(size / world_size)`` (as ``DistributedSampler`` does).
+    """
+
+    def __init__(self, size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        _check_shard(rank, world_size)
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        self.epoch += 1
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch)))
+        padded = order.repeat(math.ceil(len(self) * self.world_size / self.size))[: len(self) * self.world_size]
+        for index in padded[self.rank :: self.world_size].tolist():
+            yield index, derive_seed(self.seed, epoch, index)
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Indices ``rank, rank + world_size, ...`` in order: each video on exactly one rank."""
+
+    def __init__(self, size: int, *, rank: int = 0, world_size: int = 1) -> None:
+        _check_shard(rank, world_size)
+        self.indices = range(rank, size, world_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+
+def _stack_labels(labels: list) -> torch.Tensor:
+    if isinstance(labels[0], torch.Tensor):
+        return torch.stack(labels).float()  # [B, K]
+    return torch.tensor(labels, dtype=torch.long)  # [B]
+
+
+def collate_train(items: list[dict], mixup: Callable | None = None) -> dict:
+    """Stack training items; apply ``mixup(videos, labels) -> (videos, soft labels)`` if given."""
+    video = torch.stack([item["video"] for item in items])  # [B, C, T, H, W]
+    label = _stack_labels([item["label"] for item in items])
+    if mixup is not None:
+        video, label = mixup(video, label)
+    return {
+        "video": video,
+        "label": label,
+        "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+        "failed": [path for item in items for path in item["failed"]],
+    }
+
+
+def collate_eval(items: list[dict]) -> dict:
+    """Stack the items that decoded; list the files of the others in ``failed``."""
+    kept = [item for item in items if item["video"] is not None]
+    return {
+        "video": torch.stack([item["video"] for item in kept]) if kept else None,  # [B, V, C, T, H, W]
+        "label": _stack_labels([item["label"] for item in kept]) if kept else torch.zeros(0, dtype=torch.long),
+        "index": torch.tensor([item["index"] for item in kept], dtype=torch.long),
+        "failed": [path for item in items for path in item["failed"]],
+    }
+
+
+def build_train_loader(
+    dataset: VideoDataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    mixup: Callable | None = None,
+    drop_last: bool = True,
+) -> torch.utils.data.DataLoader:
+    """Shuffled, sharded, seeded loader of a train-mode dataset (see the module docstring).
+
+    ``mixup`` is a ``MixupCutmix``-like callable applied to each collated batch; it needs integer
+    labels, so it is refused for multi-label datasets.
+    """
+    if dataset.mode != "train":
+        raise ValueError(f"build_train_loader needs a dataset in train mode, got mode {dataset.mode!r}")
+    if mixup is not None and dataset.video_list.multi_label:
+        raise ValueError("mixup/cutmix needs single-label data; this dataset is multi-label")
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochShuffleSampler(len(dataset), seed=seed, rank=rank, world_size=world_size),
+        num_workers=num_workers,
+        collate_fn=partial(collate_train, mixup=mixup),
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+        # seeds the workers' global RNG, which mixup draws from inside collate
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def build_eval_loader(
+    dataset: VideoDataset, *, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1
+) -> torch.utils.data.DataLoader:
+    """In-order loader of an eval-mode dataset; each video on exactly one rank, failed rows dropped."""
+    if dataset.mode != "eval":
+        raise ValueError(f"build_eval_loader needs a dataset in eval mode, got mode {dataset.mode!r}")
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardSampler(len(dataset), rank=rank, world_size=world_size),
+        num_workers=num_workers,
+        collate_fn=collate_eval,
+        pin_memory=torch.cuda.is_available(),
+    )
