@@ -53,14 +53,14 @@ def posterize(clip: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def solarize(clip: torch.Tensor, threshold: int) -> torch.Tensor:
-    """Invert the values at or above ``threshold``."""
-    return torch.where(clip >= threshold, 255 - clip, clip)
+    """Invert the values at or above ``threshold`` (``threshold = 256``: none)."""
+    return torch.where(clip.to(torch.int32) >= threshold, 255 - clip, clip)  # int32: 256 does not wrap to 0
 
 
 def solarize_add(clip: torch.Tensor, add: int, threshold: int = 128) -> torch.Tensor:
     """Add ``add`` (saturating at 255) to the values below ``threshold``."""
     added = (clip.to(torch.int32) + add).clamp(0, 255).to(torch.uint8)
-    return torch.where(clip < threshold, added, clip)
+    return torch.where(clip.to(torch.int32) < threshold, added, clip)
 
 
 def _grey(clip: torch.Tensor) -> torch.Tensor:
