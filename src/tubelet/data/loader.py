@@ -15,8 +15,9 @@ of a batch failed.
 Training is deterministic given ``seed`` whatever the number of workers: the index sampler
 (in the main process) hands the dataset ``(index, sample_seed)`` pairs, with
 ``sample_seed = derive_seed(seed, epoch, index)``, and each item draws its randomness from that.
-The epoch advances by itself at each pass over the loader; ``loader.sampler.set_epoch(e)`` sets
-it explicitly (for a resumed run).
+The epoch advances by itself at each pass over the loader; ``loader.sampler.set_epoch(e, start=k)``
+sets it explicitly for a resumed run, the next pass skipping the rank's first ``k`` samples
+without decoding them (a run resumed mid-epoch).
 """
 
 from __future__ import annotations
@@ -46,19 +47,22 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         _check_shard(rank, world_size)
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The epoch of the next pass, which begins at this rank's ``start``-th sample."""
         self.epoch = epoch
+        self.start = start
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        self.epoch += 1
+        epoch, start = self.epoch, self.start
+        self.epoch, self.start = epoch + 1, 0
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch)))
         padded = order.repeat(math.ceil(len(self) * self.world_size / self.size))[: len(self) * self.world_size]
-        for index in padded[self.rank :: self.world_size].tolist():
+        for index in padded[self.rank :: self.world_size][start:].tolist():
             yield index, derive_seed(self.seed, epoch, index)
 
 
