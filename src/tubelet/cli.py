@@ -32,6 +32,16 @@ def _cmd_check_videos(args: argparse.Namespace) -> int:
     return 0 if all(result.ok for result in results) else 1
 
 
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from tubelet.data.synthetic import write_synthetic_dataset
+
+    dataset = write_synthetic_dataset(
+        args.out, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size, seed=args.seed
+    )
+    print(f"wrote {len(dataset.class_names)} classes x {args.videos_per_class} videos to {dataset.root}: "
+          f"{dataset.train_list}, {dataset.val_list}, {dataset.classes_file}")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tubelet", description="Video transformers: build, train, evaluate, predict.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +60,19 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     check.add_argument("--out", default="bad_videos.txt", help="where to write the bad files (default: bad_videos.txt)")
     check.set_defaults(run=_cmd_check_videos)
+
+    synth = commands.add_parser(
+        "synth",
+        help="write a synthetic dataset of encoded videos",
+        description="Write a synthetic video dataset (H.264 files, classes that need the order of frames "
+        "and classes that need appearance only): OUT/videos/, OUT/train.csv, OUT/val.csv, OUT/classes.txt.",
+    )
+    synth.add_argument("out", metavar="OUT", help="folder to write into")
+    synth.add_argument("--videos-per-class", type=int, default=40, help="videos per class, a quarter for validation (default: 40)")
+    synth.add_argument("--frames", type=int, default=16, help="frames per video (default: 16)")
+    synth.add_argument("--size", type=int, default=64, help="frame height and width in pixels, even (default: 64)")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same dataset (default: 0)")
+    synth.set_defaults(run=_cmd_synth)
 
     return parser
 
