@@ -29,6 +29,8 @@ class VideoTransformer(VideoClassifier):
     ``attention`` + MLP -> pooling (``head="cls"``: the class token; ``"mean"``: the average of the
     patch tokens) -> ``norm`` -> dropout -> ``head`` Linear. Normalising after pooling equals the
     usual final LayerNorm for the class token and is VideoMAE's ``fc_norm`` for the mean.
+    ``head_norm_eps`` is that norm's eps when it differs from the blocks' ``norm_eps`` (Hugging
+    Face's VideoMAE: 1e-12 in the blocks, LayerNorm's default 1e-5 in ``fc_norm``).
     Inputs of other frame counts or sizes than constructed get resized positional embeddings.
     """
 
@@ -55,6 +57,7 @@ class VideoTransformer(VideoClassifier):
         class_token: bool = True,
         head: str = "cls",
         norm_eps: float = 1e-6,
+        head_norm_eps: float | None = None,
         act: str = "gelu",
     ):
         super().__init__()
@@ -76,7 +79,7 @@ class VideoTransformer(VideoClassifier):
             attention_options=attention_options, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
             attn_drop=attn_drop_rate, norm_eps=norm_eps, act=act,
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps if head_norm_eps is None else head_norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
         self.initialise()

@@ -3,7 +3,8 @@ joint attention, fixed sinusoidal positions, no class token, mean pooling with `
 
 The released models have q and v biases but no k bias; a k bias has no effect on softmax
 attention (it adds the same number to every logit of a query's row), so the fused ``qkv`` bias
-holds zeros for k on conversion. LayerNorm eps is 1e-12 as in Hugging Face's configuration.
+holds zeros for k on conversion. LayerNorm eps is 1e-12 in the blocks as in Hugging Face's
+configuration, and 1e-5 (LayerNorm's default) in ``fc_norm`` as in Hugging Face's classifier.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from tubelet.models.registry import register_model
 from tubelet.models.video_transformer import VideoTransformer
 
 PAPER = "Tong et al., VideoMAE: Masked Autoencoders are Data-Efficient Learners for Self-Supervised Video Pre-Training, NeurIPS 2022"
-COMMON = dict(attention="joint", pos_embed="sincos", class_token=False, head="mean", tubelet_size=2, norm_eps=1e-12)
+COMMON = dict(attention="joint", pos_embed="sincos", class_token=False, head="mean", tubelet_size=2, norm_eps=1e-12, head_norm_eps=1e-5)
 
 register_model("videomae_base_p16t2_16x224", VideoTransformer, paper=PAPER, embed_dim=768, depth=12, num_heads=12, patch_size=16, num_frames=16, img_size=224, **COMMON)
 register_model("videomae_large_p16t2_16x224", VideoTransformer, paper=PAPER, embed_dim=1024, depth=24, num_heads=16, patch_size=16, num_frames=16, img_size=224, **COMMON)
