@@ -42,6 +42,17 @@ def _cmd_synth(args: argparse.Namespace) -> None:
           f"{dataset.train_list}, {dataset.val_list}, {dataset.classes_file}")
 
 
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from tubelet.convert import load_foreign_model
+    from tubelet.models.serialization import save_model
+
+    model = load_foreign_model(args.source, args.source_format)
+    save_model(model, args.out)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{args.source} -> {args.out}: {model.config['architecture']}, {params / 1e6:.2f}M parameters, "
+          f"{model.num_classes} classes")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tubelet", description="Video transformers: build, train, evaluate, predict.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +84,19 @@ def _build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=64, help="frame height and width in pixels, even (default: 64)")
     synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same dataset (default: 0)")
     synth.set_defaults(run=_cmd_synth)
+
+    convert = commands.add_parser(
+        "convert",
+        help="import weights from another implementation",
+        description="Convert a checkpoint of another implementation into a tubelet model folder "
+        "(model.safetensors + config.json, class names included). --from hf: a Hugging Face "
+        "save_pretrained folder of TimesformerForVideoClassification, VivitForVideoClassification "
+        "or VideoMAEForVideoClassification.",
+    )
+    convert.add_argument("source", metavar="SRC", help="the checkpoint folder to convert")
+    convert.add_argument("--from", dest="source_format", required=True, metavar="FORMAT", help="its format: hf")
+    convert.add_argument("--out", required=True, metavar="DST", help="the tubelet model folder to write")
+    convert.set_defaults(run=_cmd_convert)
 
     return parser
 
