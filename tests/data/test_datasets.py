@@ -56,7 +56,8 @@ def videos(tmp_path, write_index_video) -> Path:
     (tmp_path / "zero.mp4").write_bytes(b"")
     data = (tmp_path / "good3.mp4").read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])
-    (tmp_path / "noise.mp4").write_bytes(bytes(torch.randint(0, 256, (3000,), generator=torch.Generator().manual_seed(1), dtype=torch.uint8).tolist()))
+    noise = torch.randint(0, 256, (3000,), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    (tmp_path / "noise.mp4").write_bytes(bytes(noise.tolist()))
     write_audio_file(tmp_path / "audio_as_video.mp4")
     return tmp_path
 
@@ -71,8 +72,14 @@ def good_names() -> list[str]:
     return [f"good{i}.mp4" for i in range(4)] + ["matroska_named.mp4"]
 
 
+def make_dataset(folder: Path, names: list[str], *, multi_label: bool = False, **options) -> VideoDataset:
+    """A dataset of ``folder/names``; defaults: 2 uniform frames, the train transform."""
+    options = {"num_frames": 2, "sampler": UniformSampler(), "transform": train_transform} | options
+    return VideoDataset(make_list(folder, names, multi_label), **options)
+
+
 def test_train_item(videos, frame_indices):
-    dataset = VideoDataset(make_list(videos, good_names()), num_frames=4, sampler=DenseSampler(interval=2), transform=train_transform)
+    dataset = make_dataset(videos, good_names(), num_frames=4, sampler=DenseSampler(interval=2))
     item = dataset[2]
     assert set(item) == {"video", "label", "index", "failed"}
     assert item["video"].shape == (3, 4, 32, 32) and item["label"] == 2 and item["index"] == 2 and item["failed"] == []
@@ -84,14 +91,13 @@ def test_train_item(videos, frame_indices):
 
 
 def test_multi_label_item_is_multi_hot(videos):
-    dataset = VideoDataset(make_list(videos, good_names(), multi_label=True), num_frames=2, sampler=UniformSampler(), transform=train_transform)
-    assert dataset[1]["label"].tolist() == [0.0, 1.0, 1.0]
+    assert make_dataset(videos, good_names(), multi_label=True)[1]["label"].tolist() == [0.0, 1.0, 1.0]
 
 
 def test_eval_views_are_clip_major_at_uniform_positions(videos, frame_indices):
     # good1 has 24 frames; 4 frames every 2 span 7, so 3 clips start at 0, 8.5 -> 8, 17
-    dataset = VideoDataset(
-        make_list(videos, good_names()), num_frames=4, sampler=DenseSampler(interval=2), transform=two_crop_transform, mode="eval", views=(3, 2)
+    dataset = make_dataset(
+        videos, good_names(), num_frames=4, sampler=DenseSampler(interval=2), transform=two_crop_transform, mode="eval", views=(3, 2)
     )
     item = dataset[1]
     assert item["video"].shape == (6, 3, 4, 32, 32) and item["failed"] == []
@@ -103,15 +109,14 @@ def test_eval_views_are_clip_major_at_uniform_positions(videos, frame_indices):
 
 
 def test_eval_crop_count_must_match_views(videos):
-    dataset = VideoDataset(make_list(videos, good_names()), num_frames=2, sampler=UniformSampler(), transform=two_crop_transform, mode="eval", views=(1, 3))
+    dataset = make_dataset(videos, good_names(), transform=two_crop_transform, mode="eval", views=(1, 3))
     with pytest.raises(ValueError, match="made 2 crops per clip, but views asks for 3"):
         dataset[0]
 
 
 @pytest.mark.parametrize("bad", BAD_KINDS)
 def test_train_replaces_damaged_or_missing_video(videos, bad, frame_indices):
-    names = good_names() + [bad]
-    dataset = VideoDataset(make_list(videos, names), num_frames=3, sampler=UniformSampler(), transform=train_transform, seed=5)
+    dataset = make_dataset(videos, good_names() + [bad], num_frames=3, seed=5)
     item = dataset[5]
     assert item["failed"] == [str(videos / bad)]
     assert item["index"] != 5 and item["label"] == item["index"] % 3
@@ -122,30 +127,28 @@ def test_train_replaces_damaged_or_missing_video(videos, bad, frame_indices):
 
 @pytest.mark.parametrize("bad", BAD_KINDS)
 def test_eval_lists_damaged_or_missing_video_without_substitute(videos, bad):
-    dataset = VideoDataset(make_list(videos, good_names() + [bad]), num_frames=2, sampler=UniformSampler(), transform=two_crop_transform, mode="eval", views=(2, 2))
+    dataset = make_dataset(videos, good_names() + [bad], transform=two_crop_transform, mode="eval", views=(2, 2))
     item = dataset[5]
     assert item["video"] is None and item["failed"] == [str(videos / bad)] and item["index"] == 5
 
 
 def test_train_gives_up_when_substitutes_keep_failing(videos):
-    dataset = VideoDataset(make_list(videos, ["zero.mp4", "noise.mp4"]), num_frames=2, sampler=UniformSampler(), transform=train_transform, max_substitutes=3)
+    dataset = make_dataset(videos, ["zero.mp4", "noise.mp4"], max_substitutes=3)
     with pytest.raises(DecodeError, match="3 substitutes all failed"):
         dataset[0]
 
 
 def test_dataset_arguments_are_checked(videos):
-    video_list = make_list(videos, good_names())
     with pytest.raises(ValueError, match="mode must be one of train, eval, got 'test'"):
-        VideoDataset(video_list, num_frames=2, sampler=UniformSampler(), transform=train_transform, mode="test")
+        make_dataset(videos, good_names(), mode="test")
     with pytest.raises(ValueError, match=r"views must be \(temporal clips, spatial crops\)"):
-        VideoDataset(video_list, num_frames=2, sampler=UniformSampler(), transform=train_transform, views=(0, 1))
+        make_dataset(videos, good_names(), views=(0, 1))
     with pytest.raises(ValueError, match="unknown decoding backend"):
-        VideoDataset(video_list, num_frames=2, sampler=UniformSampler(), transform=train_transform, backend="cv2")
+        make_dataset(videos, good_names(), backend="cv2")
 
 
 def test_train_loader_batches_and_failures(videos):
-    names = good_names() + BAD_KINDS
-    dataset = VideoDataset(make_list(videos, names), num_frames=2, sampler=UniformSampler(), transform=train_transform)
+    dataset = make_dataset(videos, good_names() + BAD_KINDS)
     loader = build_train_loader(dataset, batch_size=5, num_workers=0, seed=0)
     batches = list(loader)
     assert len(batches) == 2
@@ -159,7 +162,7 @@ def test_train_loader_batches_and_failures(videos):
 
 def test_train_loader_same_batches_whatever_the_worker_count(videos):
     def epoch(num_workers: int) -> list[dict]:
-        dataset = VideoDataset(make_list(videos, good_names() + ["zero.mp4"]), num_frames=2, sampler=DenseSampler(interval=3), transform=train_transform)
+        dataset = make_dataset(videos, good_names() + ["zero.mp4"], sampler=DenseSampler(interval=3))
         return list(build_train_loader(dataset, batch_size=2, num_workers=num_workers, seed=7))
 
     one, two = epoch(0), epoch(2)
@@ -174,10 +177,10 @@ def test_train_loader_mixup_and_multi_label(videos):
         seen.append(label.clone())
         return video * 0, torch.ones(len(label), 3)
 
-    dataset = VideoDataset(make_list(videos, good_names()), num_frames=2, sampler=UniformSampler(), transform=train_transform)
+    dataset = make_dataset(videos, good_names())
     batch = next(iter(build_train_loader(dataset, batch_size=4, num_workers=0, seed=0, mixup=mixup)))
     assert batch["video"].abs().sum() == 0 and batch["label"].shape == (4, 3) and seen[0].dtype == torch.long
-    multi = VideoDataset(make_list(videos, good_names(), multi_label=True), num_frames=2, sampler=UniformSampler(), transform=train_transform)
+    multi = make_dataset(videos, good_names(), multi_label=True)
     assert next(iter(build_train_loader(multi, batch_size=4, num_workers=0, seed=0)))["label"].shape == (4, 3)
     with pytest.raises(ValueError, match="mixup/cutmix needs single-label data"):
         build_train_loader(multi, batch_size=4, num_workers=0, seed=0, mixup=mixup)
@@ -187,7 +190,7 @@ def test_train_loader_mixup_and_multi_label(videos):
 
 def test_eval_loader_drops_failed_rows(videos):
     names = ["good0.mp4", "zero.mp4", "good1.mp4", "missing.mp4", "noise.mp4"]
-    dataset = VideoDataset(make_list(videos, names), num_frames=2, sampler=UniformSampler(), transform=two_crop_transform, mode="eval", views=(2, 2))
+    dataset = make_dataset(videos, names, transform=two_crop_transform, mode="eval", views=(2, 2))
     batches = list(build_eval_loader(dataset, batch_size=3, num_workers=0))
     assert batches[0]["video"].shape == (2, 4, 3, 2, 32, 32)
     assert batches[0]["index"].tolist() == [0, 2] and batches[0]["label"].tolist() == [0, 2]

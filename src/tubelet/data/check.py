@@ -54,7 +54,8 @@ def check_video(path: str | os.PathLike, *, num_random: int = 3, seed: int = 0) 
     except DecodeError as error:
         return CheckResult(str(path), error.reason)
     if frames.shape[1:] != (video.info.height, video.info.width, 3):
-        return CheckResult(str(path), f"frames decode as {tuple(frames.shape[1:])}, the stream says {video.info.height}x{video.info.width}")
+        stated = f"{video.info.height}x{video.info.width}"
+        return CheckResult(str(path), f"frames decode as {tuple(frames.shape[1:])}, the stream says {stated}")
     return CheckResult(str(path), None)
 
 
@@ -85,5 +86,6 @@ def summary(results: list[CheckResult], out: str | os.PathLike) -> str:
     """Lines for the terminal: the bad files with reasons, then the counts."""
     bad = [r for r in results if not r.ok]
     lines = [f"BAD  {r.path}: {r.reason}" for r in bad]
-    lines.append(f"checked {len(results)} videos: {len(results) - len(bad)} good, {len(bad)} bad; list of bad files in {out}")
+    good = len(results) - len(bad)
+    lines.append(f"checked {len(results)} videos: {good} good, {len(bad)} bad; list of bad files in {out}")
     return "\n".join(lines)

@@ -111,7 +111,8 @@ class VideoDataset(torch.utils.data.Dataset):
             except DecodeError as error:
                 failed.append(str(entry.path))
                 index = self._substitute(index, generator)
-                log.warning("cannot decode %s (%s); training on %s instead", error.path, error.reason, self.video_list[index].path)
+                substitute = self.video_list[index].path
+                log.warning("cannot decode %s (%s); training on %s instead", error.path, error.reason, substitute)
                 continue
             clip, label = self.transform(frames, entry.label, generator)
             return {"video": clip, "label": self._label(label), "index": index, "failed": failed}
@@ -139,4 +140,5 @@ class VideoDataset(torch.utils.data.Dataset):
         crops = torch.stack([self.transform(clip) for clip in clips])  # [J, S, C, T, H', W']
         if crops.shape[1] != num_crops:
             raise ValueError(f"the eval transform made {crops.shape[1]} crops per clip, but views asks for {num_crops}")
-        return {"video": crops.flatten(0, 1), "label": self._label(entry.label), "index": index, "failed": []}  # [J*S, C, T, H', W']
+        video = crops.flatten(0, 1)  # [J*S, C, T, H', W'], clip-major
+        return {"video": video, "label": self._label(entry.label), "index": index, "failed": []}

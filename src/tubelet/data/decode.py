@@ -186,9 +186,9 @@ class PyAVReader:
             if frame.pts is None:
                 continue
             current = _LazyFrame(frame, float(frame.pts * frame.time_base))
-            if previous is None and current.time > targets[0] + _TIME_EPS:
-                if restart_if_late and current.time > self.info.start + _TIME_EPS:
-                    return None
+            landed_late = current.time > targets[0] + _TIME_EPS and current.time > self.info.start + _TIME_EPS
+            if previous is None and landed_late and restart_if_late:
+                return None
             # every target before this frame's time belongs to the previous frame (or to this
             # one when the target precedes the first frame of the stream)
             while len(picked) < len(targets) and targets[len(picked)] < current.time - _TIME_EPS:
