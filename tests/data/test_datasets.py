@@ -81,7 +81,7 @@ def make_dataset(folder: Path, names: list[str], *, multi_label: bool = False, *
 def test_train_item(videos, frame_indices):
     dataset = make_dataset(videos, good_names(), num_frames=4, sampler=DenseSampler(interval=2))
     item = dataset[2]
-    assert set(item) == {"video", "label", "index", "failed"}
+    assert set(item) == {"video", "label", "index", "failed", "seed"}
     assert item["video"].shape == (3, 4, 32, 32) and item["label"] == 2 and item["index"] == 2 and item["failed"] == []
     shown = frame_indices(as_frames(item["video"]))
     assert shown == [shown[0] + 2 * i for i in range(4)] and 0 <= shown[0] <= 28 - 7
@@ -161,19 +161,24 @@ def test_train_loader_batches_and_failures(videos):
 
 
 def test_train_loader_same_batches_whatever_the_worker_count(videos):
+    def mixup(video, label, generator):
+        weight = torch.rand((), generator=generator)
+        return video * weight, label * weight
+
     def epoch(num_workers: int) -> list[dict]:
         dataset = make_dataset(videos, good_names() + ["zero.mp4"], sampler=DenseSampler(interval=3))
-        return list(build_train_loader(dataset, batch_size=2, num_workers=num_workers, seed=7))
+        return list(build_train_loader(dataset, batch_size=2, num_workers=num_workers, seed=7, mixup=mixup))
 
     one, two = epoch(0), epoch(2)
     assert [b["index"].tolist() for b in one] == [b["index"].tolist() for b in two]
-    assert all(torch.equal(a["video"], b["video"]) for a, b in zip(one, two))
+    assert all(torch.equal(a["video"], b["video"]) and torch.equal(a["label"], b["label"]) for a, b in zip(one, two))
+    assert set(one[0]) == {"video", "label", "index", "failed"}
 
 
 def test_train_loader_mixup_and_multi_label(videos):
     seen = []
 
-    def mixup(video, label):
+    def mixup(video, label, generator):
         seen.append(label.clone())
         return video * 0, torch.ones(len(label), 3)
 

@@ -87,11 +87,14 @@ def _stack_labels(labels: list) -> torch.Tensor:
 
 
 def collate_train(items: list[dict], mixup: Callable | None = None) -> dict:
-    """Stack training items; apply ``mixup(videos, labels) -> (videos, soft labels)`` if given."""
+    """Stack training items; apply ``mixup(videos, labels, generator) -> (videos, soft labels)``
+    if given, with a generator seeded from the items' sample seeds (so the batch's mixing does not
+    depend on which worker collates it)."""
     video = torch.stack([item["video"] for item in items])  # [B, C, T, H, W]
     label = _stack_labels([item["label"] for item in items])
     if mixup is not None:
-        video, label = mixup(video, label)
+        generator = torch.Generator().manual_seed(derive_seed(*(item["seed"] for item in items)))
+        video, label = mixup(video, label, generator)
     return {
         "video": video,
         "label": label,
@@ -124,8 +127,8 @@ def build_train_loader(
 ) -> torch.utils.data.DataLoader:
     """Shuffled, sharded, seeded loader of a train-mode dataset (see the module docstring).
 
-    ``mixup`` is a ``MixupCutmix``-like callable applied to each collated batch; it needs integer
-    labels, so it is refused for multi-label datasets.
+    ``mixup`` is a ``MixupCutmix``-like callable ``(videos, labels, generator)`` applied to each
+    collated batch; it needs integer labels, so it is refused for multi-label datasets.
     """
     if dataset.mode != "train":
         raise ValueError(f"build_train_loader needs a dataset in train mode, got mode {dataset.mode!r}")
@@ -140,8 +143,6 @@ def build_train_loader(
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
-        # seeds the workers' global RNG, which mixup draws from inside collate
-        generator=torch.Generator().manual_seed(seed),
     )
 
 
