@@ -8,34 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from tubelet.engine.files import atomic_write_bytes, atomic_write_json
 from tubelet.models.registry import create_model
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(temporary_path)``, fsync, then rename over ``path``: readers see the old file
-    or the new one, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, class_names: list[str] | None = None) -> Path:
@@ -46,8 +29,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, class_names: list[str]
     names = class_names if class_names is not None else getattr(model, "class_names", None)
     config = {**model.config, "class_names": names}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, tmp))
-    atomic_write(folder / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    atomic_write_bytes(folder / WEIGHTS, save(state))
+    atomic_write_json(folder / CONFIG, config)
     return folder
 
 
