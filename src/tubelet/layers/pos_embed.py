@@ -103,9 +103,9 @@ class SinCosPosEmbed(nn.Module):
         return {}  # the table is not a parameter: a model built for ``shape`` makes its own
 
     def forward(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
-        grid = resize_grid_table(self.table, self.shape, shape).to(x.dtype)
-        prefix, patches = x[:, : self.num_prefix], x[:, self.num_prefix :]
-        return torch.cat([prefix, patches + grid], dim=1)
+        grid = resize_grid_table(self.table, self.shape, shape).to(x.dtype)  # [1, t*h*w, D]
+        # Zero rows for the prefix tokens: one addition over x, no slicing and concatenating of x.
+        return x + F.pad(grid, (0, 0, self.num_prefix, 0))
 
 
 POS_EMBEDS = {"separate": SeparatePosEmbed, "joint": JointPosEmbed, "sincos": SinCosPosEmbed}
