@@ -107,6 +107,17 @@ def test_converted_logits_equal_hugging_face(case, tmp_path):
     assert model.class_names == ["class 0", "class 1", "class 2"]
 
 
+def test_a_model_without_classifier_converts_to_features(tmp_path):
+    family, config = CASES["videomae"]
+    torch.manual_seed(0)
+    reference = VideoMAEForVideoClassification(VideoMAEConfig(**config, num_labels=0)).eval()
+    model = load_hf_model(saved(reference, tmp_path / "hf")).eval()
+    assert model.num_classes == 0 and model.class_names == []
+    video = random_video(config)
+    with torch.no_grad():
+        assert (model(video) - hf_logits(reference, video)).abs().max().item() <= 1e-4
+
+
 def test_space_only_equals_mean_of_hugging_face_per_frame_logits(tmp_path):
     family, config = CASES["timesformer_space"]
     reference = hf_model(family, config)

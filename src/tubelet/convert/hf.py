@@ -315,7 +315,7 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
 
 def class_names(config: dict) -> list[str]:
     """``id2label`` as a list; Hugging Face's default is two classes ``LABEL_0``, ``LABEL_1``."""
-    id2label = config.get("id2label") or {i: f"LABEL_{i}" for i in range(config.get("num_labels", 2))}
+    id2label = config["id2label"] if "id2label" in config else {i: f"LABEL_{i}" for i in range(config.get("num_labels", 2))}
     names = {int(i): name for i, name in id2label.items()}  # JSON keys are strings
     if sorted(names) != list(range(len(names))):
         raise ValueError(f"id2label has ids {sorted(names)}; expected 0 .. {len(names) - 1}")
