@@ -3,6 +3,7 @@
 A checkpoint folder ``RUN/checkpoints/step00001234/`` holds
   model.safetensors   the weights (also readable by ``tubelet.load_model``, with config.json)
   config.json         architecture, constructor arguments and class names
+  recipe.yaml         the run's resolved config (frames, size, sampling and views for testing)
   ema.safetensors     the averaged weights, when EMA is on
   state.pt            optimiser, scheduler, grad scaler, RNG states of every rank, progress, metrics
 It is assembled in a hidden temporary folder, every file fsynced, then renamed into place, so a
@@ -25,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tubelet.engine.config import Config, DataConfig, ModelConfig, load_config
 from tubelet.engine.files import atomic_write_json, fsync_dir, fsync_file
 
 CHECKPOINTS = "checkpoints"
@@ -32,6 +34,7 @@ WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 STATE = "state.pt"
 MODEL_CONFIG = "config.json"
+RECIPE = "recipe.yaml"
 BEST = "best.json"
 _TMP_PREFIX = ".tmp-"
 
@@ -82,12 +85,14 @@ def save_checkpoint(
     state: dict[str, Any],
     progress: Progress,
     ema: nn.Module | None = None,
+    recipe: str = "",
     keep_last: int = 2,
 ) -> Path:
     """Write ``RUN/checkpoints/step<global_step>/`` atomically and prune old ones; returns its path.
 
     ``model_config`` is the JSON written as config.json; ``state`` holds the optimiser, scheduler,
-    scaler and RNG states (anything ``torch.save`` can store and ``weights_only`` can load).
+    scaler and RNG states (anything ``torch.save`` can store and ``weights_only`` can load);
+    ``recipe`` is the run's config as YAML text.
     """
     folder = Path(run_dir) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,6 +107,8 @@ def save_checkpoint(
             _save_file(lambda p: save_file(_weights(ema), str(p)), tmp / EMA_WEIGHTS)
         _save_file(lambda p: p.write_text(json.dumps(model_config, indent=2) + "\n"), tmp / MODEL_CONFIG)
         _save_file(lambda p: torch.save({**state, "progress": asdict(progress)}, p), tmp / STATE)
+        if recipe:
+            _save_file(lambda p: p.write_text(recipe), tmp / RECIPE)
         fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
@@ -201,3 +208,22 @@ def load_weights(
         raise ValueError(f"cannot load {path}: {'; '.join(problems)}{hint}")
     model.load_state_dict(loaded, strict=False)
     return notes
+
+
+def load_inference_model(path: str | Path) -> tuple[nn.Module, Config]:
+    """The model of a checkpoint (its EMA weights when it has them, as validation used them), a
+    run folder (its best checkpoint) or a saved-model folder, in eval mode; and the config to test
+    it with: the run's recipe, or (for a bare saved model) defaults at the model's frames and size."""
+    from tubelet.models.serialization import load_model
+
+    folder = resolve_checkpoint(path)
+    model = load_model(folder)
+    if (folder / EMA_WEIGHTS).is_file():
+        load_weights(model, folder / EMA_WEIGHTS)
+    if (folder / RECIPE).is_file():
+        config = load_config(str(folder / RECIPE))
+    else:
+        args = model.config["args"]
+        config = Config(model=ModelConfig(model.config["architecture"]),
+                        data=DataConfig(num_frames=args["num_frames"], img_size=args["img_size"]))
+    return model.eval(), config

@@ -40,10 +40,11 @@ class DataConfig:
     val: str = ""  # video list for validation; empty skips validation
     classes: str | None = None  # optional class-names file, one name a line
     num_frames: int = 8
-    sampling: str = "segment"  # "segment": one frame from each of T equal segments; "dense": every frame_interval-th frame
-    frame_interval: int = 1  # stride between sampled frames in dense sampling
+    sampling: str = "uniform"  # "uniform": one frame from each of T equal segments; "dense": every frame_interval-th frame
+    frame_interval: int = 8  # frames between sampled frames in dense sampling
     img_size: int = 224
     num_workers: int = 4
+    max_decode_failures: float = 0.01  # stop training when a larger share of samples fails to decode
     scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range
     hflip: float = 0.5  # probability of a horizontal flip (0 for direction-sensitive data such as SSv2)
     auto_augment: str | None = None  # an AutoAugment policy name, e.g. "original"
@@ -90,6 +91,7 @@ class EvalConfig:
     """Multi-view testing: ``views = [T, S]`` temporal clips x spatial crops per video."""
 
     views: tuple[int, int] = (1, 1)
+    resize_to: int | None = None  # short side before cropping (None: data.img_size)
     batch_size: int = 8  # videos per batch (each with T*S views)
     every: int = 1  # validate every this many epochs (and after the last)
 
@@ -164,11 +166,13 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise ValueError(f"config key '{key}' expects {_type_name(annotation)}, got {value!r}")
 
 
-def model_arg_annotations(name: str) -> dict[str, Any] | None:
-    """Constructor arguments the model ``name`` accepts, with their annotations (None: unknown name)."""
-    from tubelet.models.registry import model_arguments
+def model_arg_annotations(name: str) -> dict[str, Any]:
+    """Constructor arguments of the registered model ``name``, with their annotations."""
+    from tubelet.models.registry import constructor_arguments, get_entry
 
-    return model_arguments(name)
+    cls = get_entry(name).cls
+    hints = typing.get_type_hints(cls.__init__)
+    return {arg: hints.get(arg, Any) for arg in constructor_arguments(cls)}
 
 
 def _model_config(raw: Any) -> ModelConfig:

@@ -1,0 +1,62 @@
+"""From a ``DataConfig`` to the data pipeline's datasets and loaders, for training and testing."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tubelet.data.datasets import VideoDataset
+from tubelet.data.lists import VideoList, read_any, read_class_names
+from tubelet.data.sampling import ClipSampler, DenseSampler, UniformSampler
+from tubelet.data.transforms import EvalTransform, TrainTransform, mirror_label_map
+from tubelet.engine.config import DataConfig
+
+SAMPLINGS = ("uniform", "dense")
+
+
+def make_sampler(data: DataConfig) -> ClipSampler:
+    """``uniform``: one frame from each of T equal segments (TSN / SSv2); ``dense``: T frames, one
+    every ``frame_interval`` (Kinetics)."""
+    if data.sampling == "uniform":
+        return UniformSampler()
+    if data.sampling == "dense":
+        return DenseSampler(interval=data.frame_interval)
+    raise ValueError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {data.sampling!r}")
+
+
+def read_split(path: str, class_names: Sequence[str] | None, what: str) -> VideoList:
+    """A video list (any format ``read_any`` knows), with the given class names if any."""
+    if not path:
+        raise ValueError(f"{what} is empty: set it to a video list, e.g. {what}=videos/train.csv")
+    return read_any(path, class_names=class_names)
+
+
+def train_split(data: DataConfig) -> VideoList:
+    names = read_class_names(data.classes) if data.classes else None
+    return read_split(data.train, names, "data.train")
+
+
+def train_dataset(data: DataConfig, videos: VideoList, *, seed: int) -> VideoDataset:
+    """Random clips with the training augmentation of ``data``. The flip swaps the labels of
+    direction-named classes ("left" <-> "right"), so flipping stays correct on SSv2-like data."""
+    transform = TrainTransform(
+        data.img_size, scale=data.scale, hflip=data.hflip, flip_label_map=mirror_label_map(videos.class_names),
+        auto_augment=data.auto_augment, random_erasing=data.random_erasing,
+    )
+    return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
+                        mode="train", seed=seed)
+
+
+def eval_dataset(data: DataConfig, videos: VideoList, *, views: tuple[int, int],
+                 resize_to: int | None = None) -> VideoDataset:
+    """All ``views = (T, S)`` test views of each video: T temporal clips x S spatial crops."""
+    transform = EvalTransform(data.img_size, resize_to=resize_to, num_crops=views[1])
+    return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
+                        mode="eval", views=views)
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """``"2x3"`` -> ``(2, 3)``: temporal clips x spatial crops."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"views {text!r} must be TxS, e.g. 1x3 (temporal clips x spatial crops)")
+    return int(parts[0]), int(parts[1])

@@ -1,0 +1,345 @@
+"""Training: ``fit`` runs a recipe end to end; ``train_one_epoch`` is one pass over the data.
+
+One optimiser step sees ``train.batch_size`` clips: ``accum_steps`` micro-batches on each of the
+``world_size`` processes, so a recipe means the same optimisation on any number of GPUs. The
+loss of a micro-batch is divided by ``accum_steps`` and DDP averages over processes, so the
+gradient is the mean over the whole batch either way.
+
+Resuming is exact: a checkpoint stores the step within the epoch, the RNG states of every rank,
+and everything stateful (optimiser, scheduler, grad scaler, EMA); the data order and every
+augmentation are functions of (seed, epoch, sample) and mixup draws from (seed, epoch, step), so
+a resumed run continues with the batches and random draws the uninterrupted run would have used.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from tubelet.data.datasets import derive_seed
+from tubelet.data.failures import FailureTracker
+from tubelet.data.loader import build_eval_loader, build_train_loader
+from tubelet.data.mixup import MixupCutmix
+from tubelet.engine import checkpoint as ckpt
+from tubelet.engine.config import Config, config_to_dict, load_config, save_config
+from tubelet.engine.distributed import DistContext, all_reduce_sum, barrier, gather_objects, init_distributed
+from tubelet.engine.ema import ModelEma
+from tubelet.engine.evaluate import evaluate
+from tubelet.engine.inputs import eval_dataset, read_split, train_dataset, train_split
+from tubelet.engine.optim import build_optimizer
+from tubelet.engine.plots import plot_confusion, plot_curves
+from tubelet.engine.progress import ProgressBar
+from tubelet.engine.run_log import RunLog, read_metrics
+from tubelet.engine.schedule import build_scheduler
+
+RUN_CONFIG = "config.yaml"
+PLOTS = "plots"
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` (None: full fp32). "auto" is bf16 on GPU, fp32 on CPU."""
+    choices = {"auto": torch.bfloat16 if device.type == "cuda" else None, "bf16": torch.bfloat16,
+               "fp16": torch.float16, "fp32": None}
+    if precision not in choices:
+        raise ValueError(f"train.precision must be one of {', '.join(choices)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    return choices[precision]
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, *, multi_label: bool,
+                        label_smoothing: float) -> torch.Tensor:
+    """Mean loss of ``logits [B, K]``: binary cross-entropy for multi-hot targets ``[B, K]``; cross-entropy
+    for class indices ``[B]`` (with label smoothing) or for soft targets ``[B, K]`` (mixup, already smoothed)."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if target.is_floating_point():
+        return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint restores. ``model`` is what runs (DDP / compiled); ``module`` the plain model."""
+
+    model: nn.Module
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEma | None
+    progress: ckpt.Progress
+
+
+def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.device, amp_dtype: torch.dtype | None,
+               clip_grad: float | None, loss_fn: Callable, mixup: MixupCutmix | None,
+               mixup_seed: int) -> dict[str, float]:
+    """One optimiser step over ``micro_batches`` (gradient accumulation); returns loss, lr, grad norm."""
+    state.model.train()
+    total = torch.zeros((), device=device)
+    for i, batch in enumerate(micro_batches):
+        video = batch["video"].to(device, non_blocking=True)  # [B, C, T, H, W]
+        target = batch["label"].to(device, non_blocking=True)
+        if mixup is not None:
+            video, target = mixup(video, target, generator=torch.Generator().manual_seed(derive_seed(mixup_seed, i)))
+        last = i == len(micro_batches) - 1
+        no_sync = state.model.no_sync() if isinstance(state.model, DistributedDataParallel) and not last else nullcontext()
+        with no_sync:
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = state.model(video)
+            loss = loss_fn(logits.float(), target) / len(micro_batches)
+            state.scaler.scale(loss).backward()
+        total += loss.detach()
+    grad_norm = float("nan")
+    if clip_grad is not None:
+        state.scaler.unscale_(state.optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(state.module.parameters(), clip_grad))
+    lr = max(group["lr"] for group in state.optimizer.param_groups)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update(state.module)
+    return {"loss": float(total), "lr": lr, "grad_norm": grad_norm}
+
+
+def train_one_epoch(state: TrainState, loader: torch.utils.data.DataLoader, *, steps: int, accum_steps: int,
+                    device: torch.device, amp_dtype: torch.dtype | None, clip_grad: float | None, loss_fn: Callable,
+                    mixup: MixupCutmix | None, seed: int, rank: int,
+                    failures: FailureTracker) -> Iterator[dict[str, float]]:
+    """Optimiser steps ``progress.step_in_epoch .. steps - 1`` of the epoch ``progress.epoch``,
+    yielding each step's statistics (and the clips it saw) after updating ``state.progress``.
+    The caller has positioned ``loader`` at the first of these steps (``sampler.set_epoch``)."""
+    batches = iter(loader)
+    while state.progress.step_in_epoch < steps:
+        micro = [next(batches) for _ in range(accum_steps)]
+        for batch in micro:
+            failures.update(batch["failed"], len(batch["index"]))
+        mixup_seed = derive_seed(seed, state.progress.epoch, state.progress.step_in_epoch, rank)
+        stats = train_step(state, micro, device=device, amp_dtype=amp_dtype, clip_grad=clip_grad, loss_fn=loss_fn,
+                           mixup=mixup, mixup_seed=mixup_seed)
+        state.progress.step_in_epoch += 1
+        state.progress.global_step += 1
+        yield {**stats, "clips": sum(len(b["index"]) for b in micro)}
+
+
+def build_model(config: Config, num_classes: int, class_names: list[str]) -> nn.Module:
+    """The recipe's architecture for ``num_classes`` classes, at the data's frame count and size
+    unless ``model.num_frames`` / ``model.img_size`` say otherwise."""
+    from tubelet import create_model
+
+    args = {"num_frames": config.data.num_frames, "img_size": config.data.img_size, **config.model.args}
+    if args.setdefault("num_classes", num_classes) != num_classes:
+        raise ValueError(f"model.num_classes={args['num_classes']} but {config.data.train} has {num_classes} classes")
+    model = create_model(config.model.name, **args)
+    model.class_names = list(class_names)
+    return model
+
+
+def _micro_batch(config: Config, world_size: int) -> int:
+    per_step = world_size * config.train.accum_steps
+    if config.train.batch_size % per_step:
+        raise ValueError(f"train.batch_size={config.train.batch_size} must be a multiple of processes x "
+                         f"train.accum_steps = {world_size} x {config.train.accum_steps}")
+    return config.train.batch_size // per_step
+
+
+def _checkpoint_state(state: TrainState, config: Config) -> dict:
+    return {
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "rng": gather_objects(ckpt.rng_state()),  # one entry per rank
+    }
+
+
+def _save(run_dir: Path, state: TrainState, config: Config, dist: DistContext) -> Path | None:
+    """A checkpoint of the current step (collective: every rank must call it; rank 0 writes)."""
+    payload = _checkpoint_state(state, config)
+    if not dist.is_main:
+        return None
+    return ckpt.save_checkpoint(
+        run_dir, model=state.module, model_config={**state.module.config, "class_names": state.module.class_names},
+        state=payload, progress=state.progress, ema=state.ema.module if state.ema else None,
+        recipe=yaml.safe_dump(config_to_dict(config), sort_keys=False), keep_last=config.train.keep_last,
+    )
+
+
+def _restore(state: TrainState, checkpoint: Path, dist: DistContext) -> None:
+    ckpt.load_weights(state.module, checkpoint / ckpt.WEIGHTS)
+    if state.ema is not None:
+        ckpt.load_weights(state.ema.module, checkpoint / ckpt.EMA_WEIGHTS)
+    saved = ckpt.load_state(checkpoint)
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.scaler.load_state_dict(saved["scaler"])
+    rng = saved["rng"]
+    ckpt.set_rng_state(rng[dist.rank] if len(rng) == dist.world_size else rng[0])
+    state.progress = saved["progress"]
+
+
+def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, dist: DistContext) -> Path | None:
+    """The checkpoint to resume from (None: a fresh run); refuses to overwrite a run without ``--resume``."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise ValueError(f"{run_dir} already holds checkpoints (latest {latest.name}); pass --resume to continue "
+                         f"it or choose another --out")
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / RUN_CONFIG)
+    barrier()
+    return latest if resume else None
+
+
+def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=None) -> dict:
+    """Train ``config`` into ``run_dir``: checkpoints, metrics.jsonl, TensorBoard events, plots.
+
+    Returns the last validation metrics (empty without ``data.val``). Under ``torchrun`` every
+    process calls this; rank 0 writes.
+    """
+    stream = stream or sys.stderr
+    run_dir = Path(run_dir)
+    dist = init_distributed(config.train.device)
+    train_cfg = config.train
+    if train_cfg.keep_last < 1:
+        raise ValueError(f"train.keep_last must be >= 1, got {train_cfg.keep_last}")
+    micro_batch = _micro_batch(config, dist.world_size)
+    amp_dtype = autocast_dtype(train_cfg.precision, dist.device)
+    resume_from = _prepare_run_dir(run_dir, config, resume, dist)
+
+    videos = train_split(config.data)
+    val_videos = read_split(config.data.val, videos.class_names, "data.val") if config.data.val else None
+    torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
+    model = build_model(config, videos.num_classes, list(videos.class_names))
+    if train_cfg.init:
+        for note in ckpt.load_weights(model, ckpt.resolve_checkpoint(train_cfg.init) / ckpt.WEIGHTS,
+                                      new_head=train_cfg.new_head):
+            if dist.is_main:
+                print(note, file=stream)
+    if train_cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.to(dist.device)
+    ema = ModelEma(model, train_cfg.ema_decay) if train_cfg.ema_decay is not None else None
+    running: nn.Module = model
+    if dist.distributed:
+        running = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    if train_cfg.compile:
+        running = torch.compile(running)
+
+    loader = build_train_loader(train_dataset(config.data, videos, seed=train_cfg.seed), batch_size=micro_batch,
+                                num_workers=config.data.num_workers, seed=train_cfg.seed, rank=dist.rank,
+                                world_size=dist.world_size)
+    steps_per_epoch = len(loader) // train_cfg.accum_steps
+    if steps_per_epoch == 0:
+        raise ValueError(f"train.batch_size={train_cfg.batch_size} is larger than the {len(videos)} training videos")
+    total_steps = train_cfg.epochs * steps_per_epoch
+    if train_cfg.max_steps is not None:
+        total_steps = min(total_steps, train_cfg.max_steps)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    optimizer = build_optimizer(model, train_cfg)
+    scheduler = build_scheduler(optimizer, total_steps=total_steps,
+                                warmup_steps=round(train_cfg.warmup_epochs * steps_per_epoch),
+                                min_factor=train_cfg.min_lr / train_cfg.lr)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
+    state = TrainState(running, model, optimizer, scheduler, scaler, ema, ckpt.Progress())
+    if resume_from is not None:
+        _restore(state, resume_from, dist)
+        if dist.is_main:
+            print(f"resuming from {resume_from} (epoch {state.progress.epoch + 1}, step "
+                  f"{state.progress.step_in_epoch} of {steps_per_epoch})", file=stream)
+    else:
+        torch.manual_seed(derive_seed(train_cfg.seed, dist.rank))  # dropout / drop path differ per rank
+
+    mixup = None
+    if config.data.mixup_alpha > 0 or config.data.cutmix_alpha > 0:
+        mixup = MixupCutmix(videos.num_classes, mixup_alpha=config.data.mixup_alpha,
+                            cutmix_alpha=config.data.cutmix_alpha, prob=config.data.mixup_prob,
+                            label_smoothing=train_cfg.label_smoothing)
+    multi_label = videos.multi_label
+
+    def loss_fn(logits, target):
+        return classification_loss(logits, target, multi_label=multi_label,
+                                   label_smoothing=train_cfg.label_smoothing)
+
+    val_loader = None
+    if val_videos is not None:
+        val_loader = build_eval_loader(
+            eval_dataset(config.data, val_videos, views=config.eval.views, resize_to=config.eval.resize_to),
+            batch_size=config.eval.batch_size, num_workers=config.data.num_workers, rank=dist.rank,
+            world_size=dist.world_size)
+    log = RunLog(run_dir, resume_step=state.progress.global_step if resume_from else None) if dist.is_main else None
+    failures = FailureTracker(config.data.max_decode_failures)
+    best = ckpt.best_record(run_dir)
+    best_value = best["value"] if best else -math.inf
+    metrics: dict = {}
+    began = time.perf_counter()
+    window: list[float] = []
+    while state.progress.global_step < total_steps:
+        epoch = state.progress.epoch
+        loader.sampler.set_epoch(epoch, start=state.progress.step_in_epoch * train_cfg.accum_steps * micro_batch)
+        epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+        bar = ProgressBar(epoch_steps, desc=f"epoch {epoch + 1}/{epochs}", start=state.progress.step_in_epoch,
+                          stream=stream, enabled=dist.is_main and train_cfg.progress)
+        for stats in train_one_epoch(state, loader, steps=epoch_steps, accum_steps=train_cfg.accum_steps,
+                                     device=dist.device, amp_dtype=amp_dtype, clip_grad=train_cfg.clip_grad,
+                                     loss_fn=loss_fn, mixup=mixup, seed=train_cfg.seed, rank=dist.rank,
+                                     failures=failures):
+            window.append(stats["loss"])
+            bar.update(stats["clips"] * dist.world_size, loss=stats["loss"], lr=stats["lr"])
+            step = state.progress.global_step
+            if step % train_cfg.log_every == 0 or state.progress.step_in_epoch == epoch_steps:
+                mean_loss = all_reduce_sum(torch.tensor(sum(window) / len(window))).item() / dist.world_size
+                window.clear()
+                if log is not None:
+                    log.write("train", epoch=epoch, step=step, loss=mean_loss, lr=stats["lr"],
+                              grad_norm=stats["grad_norm"], elapsed=time.perf_counter() - began)
+            if (train_cfg.save_every_steps and step % train_cfg.save_every_steps == 0
+                    and state.progress.step_in_epoch < epoch_steps):
+                _save(run_dir, state, config, dist)
+        bar.close()
+        if state.progress.step_in_epoch == steps_per_epoch:
+            state.progress.epoch += 1
+            state.progress.step_in_epoch = 0
+        finished = state.progress.global_step >= total_steps
+        validate = val_loader is not None and ((epoch + 1) % config.eval.every == 0 or finished)
+        if validate:
+            result = evaluate(ema.module if ema else model, val_loader, device=dist.device, amp_dtype=amp_dtype,
+                              multi_label=multi_label)
+            metrics = result.metrics
+        # saved after validation, so that the RNG state it holds is the one training continues with
+        saved = _save(run_dir, state, config, dist)
+        if validate:
+            if dist.is_main:
+                log.write("val", epoch=epoch, step=state.progress.global_step,
+                          **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+                key = "map" if multi_label else "top1"
+                summary = " ".join(f"{k} {metrics[k]:.2f}" for k in ("top1", "top5", "map", "loss") if k in metrics)
+                print(f"epoch {epoch + 1} validation: {summary}", file=stream)
+                if metrics[key] > best_value:
+                    best_value = metrics[key]
+                    ckpt.mark_best(saved, key, best_value)
+                if not multi_label:
+                    plot_confusion(result.confusion, videos.class_names, run_dir / PLOTS / "confusion.png")
+        if dist.is_main:
+            plot_curves(read_metrics(run_dir), run_dir / PLOTS)
+        barrier()
+    if log is not None:
+        log.close()
+    return metrics
+
+
+def train_from_recipe(recipe: str, overrides: list[str], run_dir: str | Path, *, resume: bool = False) -> dict:
+    """``tubelet train``: load and check the recipe, then ``fit``."""
+    return fit(load_config(recipe, overrides), run_dir, resume=resume)
