@@ -28,7 +28,9 @@ and the temporal step's the spatial shift, as in the LVT code (each step gains t
 along the axis it does not attend over); joint and windowed steps take both, temporal first.
 
 Attention dropout (``attn_drop``) drops kernel features of Q and K after fixation, as the LVT
-code does (there is no attention matrix to drop).
+code does (there is no attention matrix to drop). With Performer, fixation sees the features
+after FAVOR+'s numerical stabiliser (a per-row and per-head scale that cancels in Eq. 3 but not
+in the fixation ratio).
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ class LinearAttention(nn.Module):
         layers = []
         for kind in PATTERNS[pattern]:
             feature_map = self._feature_map(variant, head_dim, relu_offset, performer_features, performer_redraw_interval)
+            # Factorised: space gets the temporal shift, time the spatial one; other steps get both.
             shifts = [s for s in {"space": [temporal], "time": [spatial]}.get(kind, [temporal, spatial]) if s is not None]
             # Fail at construction, naming the option, when the width cannot hold the shift.
             shift_width = feature_map.num_features if association_order == "after" else head_dim
