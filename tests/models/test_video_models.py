@@ -68,6 +68,8 @@ def test_bad_input_messages_name_the_problem():
         tubelet.create_model("timesformer_divide_base_p16_8x224")
     with pytest.raises(ValueError, match="'embed_dims'.*did you mean embed_dim"):
         tubelet.create_model("vivit_joint_tiny_p8t2_8x32", embed_dims=32)
+    with pytest.raises(ValueError, match="scheme 'local_global' has no option 'local_split'.*did you mean local_splits"):
+        tubelet.create_model("timesformer_divided_tiny_p8_8x32", attention="local_global", attention_options={"local_split": (1, 2, 2)})
     with pytest.raises(ValueError, match="unknown attention scheme 'jiont'.*joint"):
         tubelet.create_model("timesformer_divided_tiny_p8_8x32", attention="jiont")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -34,6 +35,19 @@ def get_attention(name: str) -> Callable[..., nn.Module]:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown attention scheme {name!r}{hint} (known: {', '.join(sorted(_SCHEMES))})")
     return _SCHEMES[name]
+
+
+def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module:
+    """The scheme ``name`` built with ``options``; an option it does not take is a ValueError
+    naming the option and the closest valid ones."""
+    factory = get_attention(name)
+    valid = [p for p in inspect.signature(factory).parameters if p not in ("self", "dim", "num_heads")]
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(valid)}"
+            raise ValueError(f"attention scheme {name!r} has no option {key!r}{hint}")
+    return factory(dim, num_heads, **options)
 
 
 def _import_schemes() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tubelet.attention import get_attention
+from tubelet.attention.registry import build_attention
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.mlp import Mlp
 from tubelet.layers.shape import VideoShape
@@ -31,8 +31,8 @@ class Block(nn.Module):
         act: str = "gelu",
     ):
         super().__init__()
-        self.attn = get_attention(attention)(
-            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+        self.attn = build_attention(
+            attention, dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
             drop_path=drop_path, norm_eps=norm_eps, **(attention_options or {}),
         )
         self.mlp_norm = nn.LayerNorm(dim, eps=norm_eps)
