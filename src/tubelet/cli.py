@@ -53,6 +53,63 @@ def _cmd_convert(args: argparse.Namespace) -> None:
           f"{model.num_classes} classes")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from tubelet.engine.train import train_from_recipe
+
+    train_from_recipe(args.recipe, args.overrides, args.out, resume=args.resume)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from tubelet.engine.evaluate import evaluate_checkpoint, format_metrics
+    from tubelet.engine.inputs import parse_views
+
+    views = parse_views(args.views) if args.views else None
+    result, written = evaluate_checkpoint(args.checkpoint, args.data, views=views, out=args.out)
+    print(format_metrics(result))
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    import json
+
+    from tubelet.data.decode import DecodeError
+    from tubelet.engine.checkpoint import load_inference_model
+    from tubelet.engine.inputs import parse_views
+    from tubelet.engine.predict import format_predictions, predict_segments, predict_videos
+
+    model, config = load_inference_model(args.checkpoint)
+    views = parse_views(args.views) if args.views else config.eval.views
+    for video in args.videos:
+        if not os.path.isfile(video):
+            raise FileNotFoundError(f"video {video} does not exist")
+    if args.window is not None:
+        try:
+            results = [{"path": video, "segments": predict_segments(
+                model, video, config.data, window=args.window, stride=args.stride or args.window, crops=views[1],
+                topk=args.topk, resize_to=config.eval.resize_to)} for video in args.videos]
+        except DecodeError as error:
+            raise UsageError(str(error)) from error
+    else:
+        results = predict_videos(model, args.videos, config.data, views=views, topk=args.topk,
+                                 resize_to=config.eval.resize_to)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif args.window is not None:
+        for result in results:
+            print(f"{result['path']}:\n{format_predictions(result['segments'])}")
+    else:
+        print(format_predictions(results))
+    if any("error" in result for result in results):
+        raise UsageError("some videos could not be decoded (listed above)")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from tubelet.engine.demo import run_demo
+
+    run_demo(args.out)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tubelet", description="Video transformers: build, train, evaluate, predict.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +154,35 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--from", dest="source_format", required=True, metavar="FORMAT", help="its format: hf")
     convert.add_argument("--out", required=True, metavar="DST", help="the tubelet model folder to write")
     convert.set_defaults(run=_cmd_convert)
+
+    train = commands.add_parser("train", help="train a recipe", description="Train a recipe (a file under "
+                                "recipes/ or a path); key=value overrides any config field by its dotted name.")
+    train.add_argument("recipe", metavar="RECIPE", help="recipe name under recipes/ or a YAML path")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=0.01 model.depth=4")
+    train.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints, logs, plots")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("eval", help="multi-view evaluation of a checkpoint on a video list")
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint, a run folder (its best) or a saved model")
+    evaluate.add_argument("--data", required=True, metavar="LIST", help="video list to evaluate on")
+    evaluate.add_argument("--views", metavar="TxS", help="temporal clips x spatial crops (default: the recipe's)")
+    evaluate.add_argument("--out", metavar="FILE", help="write FILE.csv, FILE.json and FILE_confusion.png")
+    evaluate.set_defaults(run=_cmd_eval)
+
+    predict = commands.add_parser("predict", help="top-k classes of video files")
+    predict.add_argument("videos", nargs="+", metavar="VIDEO")
+    predict.add_argument("--checkpoint", required=True, help="a checkpoint, a run folder (its best) or a saved model")
+    predict.add_argument("--views", metavar="TxS", help="temporal clips x spatial crops (default: the recipe's)")
+    predict.add_argument("--topk", type=int, default=5, metavar="K")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.add_argument("--window", type=float, metavar="SECONDS", help="sliding-window mode: segment length")
+    predict.add_argument("--stride", type=float, metavar="SECONDS", help="sliding-window step (default: --window)")
+    predict.set_defaults(run=_cmd_predict)
+
+    demo = commands.add_parser("demo", help="synthesise data, train, evaluate, predict: what `make demo` runs")
+    demo.add_argument("--out", default="demo_run", metavar="DIR", help="where to put everything (default: demo_run)")
+    demo.set_defaults(run=_cmd_demo)
 
     return parser
 
