@@ -59,7 +59,10 @@ class PatchEmbed(nn.Module):
             )
         shape = self.grid(tuple(video.shape[2:]))
         tokens = self.proj(video)  # [B, D, T', H', W']
-        return tokens.flatten(2).transpose(1, 2), shape  # [B, T'*H'*W', D]
+        # Contiguous: elementwise ops keep a transposed layout, so without this copy every residual
+        # add of a model without class token (whose concatenation would copy) stays transposed and
+        # every LayerNorm copies it again.
+        return tokens.flatten(2).transpose(1, 2).contiguous(), shape  # [B, T'*H'*W', D]
 
     def init_from_2d(self, weight_2d: torch.Tensor, bias: torch.Tensor | None, method: str) -> None:
         """Initialise from an image model's ``[D, C, P, P]`` patch filter (see ``inflate_patch_weight``)."""
