@@ -58,7 +58,7 @@ CASES = {
     "videomae": ("videomae", dict(SMALL, num_frames=4, tubelet_size=2, patch_size=8)),
     "videomae_no_qv_bias": ("videomae", dict(
         hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=192, image_size=32,
-        num_frames=6, tubelet_size=3, patch_size=16, qv_bias=False, hidden_act="gelu_new",
+        num_frames=6, tubelet_size=3, patch_size=16, qkv_bias=False, hidden_act="gelu_new",  # qv_bias after 5.17
     )),
 }
 
@@ -160,7 +160,8 @@ def test_videomae_qkv_bias_has_zero_k_part_and_k_bias_does_not_change_attention(
     model = load_hf_model(saved(reference, tmp_path / "hf")).eval()
     bias = model.blocks[0].attn.steps[0].attn.qkv.bias
     dim = config["hidden_size"]
-    assert torch.equal(bias[dim : 2 * dim], torch.zeros(dim))
+    if not any(name.endswith("key.bias") for name in reference.state_dict()):  # some transformers versions have one
+        assert torch.equal(bias[dim : 2 * dim], torch.zeros(dim))
     video = random_video(config)
     with torch.no_grad():
         before = model(video)

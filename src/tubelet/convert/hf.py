@@ -216,7 +216,7 @@ _VIT_BASE = dict(image_size=224, num_channels=3, hidden_size=768, num_hidden_lay
 HF_DEFAULTS = {
     "timesformer": dict(_VIT_BASE, patch_size=16, num_frames=8, hidden_act="gelu", layer_norm_eps=1e-6, qkv_bias=True, attention_type="divided_space_time"),
     "vivit": dict(_VIT_BASE, num_frames=32, tubelet_size=[2, 16, 16], hidden_act="gelu_fast", layer_norm_eps=1e-6, qkv_bias=True),
-    "videomae": dict(_VIT_BASE, patch_size=16, num_frames=16, tubelet_size=2, hidden_act="gelu", layer_norm_eps=1e-12, qv_bias=True, use_mean_pooling=True),
+    "videomae": dict(_VIT_BASE, patch_size=16, num_frames=16, tubelet_size=2, hidden_act="gelu", layer_norm_eps=1e-12, use_mean_pooling=True),
 }
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -259,11 +259,16 @@ def _vivit_arguments(config: dict) -> tuple[str, dict]:
     return "vivit_joint_", args
 
 
+def _videomae_bias(config: dict) -> bool:
+    """Whether q and v have biases: transformers up to 5.17 calls it ``qkv_bias``, later ``qv_bias``."""
+    return bool(config.get("qv_bias", config.get("qkv_bias", True)))
+
+
 def _videomae_arguments(config: dict) -> tuple[str, dict]:
     if not config["use_mean_pooling"]:
         raise ValueError("use_mean_pooling=False is not supported: tubelet's VideoMAE pools by the mean with fc_norm")
     args = dict(
-        patch_size=_square(config["patch_size"], "patch_size"), tubelet_size=int(config["tubelet_size"]), qkv_bias=config["qv_bias"],
+        patch_size=_square(config["patch_size"], "patch_size"), tubelet_size=int(config["tubelet_size"]), qkv_bias=_videomae_bias(config),
         head_norm_eps=1e-5,  # Hugging Face builds fc_norm with LayerNorm's default eps, whatever layer_norm_eps says
     )
     return "videomae_", args
