@@ -10,3 +10,10 @@ from .tiny import TinyNet
 def tiny_net() -> TinyNet:
     torch.manual_seed(0)
     return TinyNet()
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory):
+    from .synth_fixture import write_tiny_synth
+
+    return write_tiny_synth(tmp_path_factory.mktemp("synth"))

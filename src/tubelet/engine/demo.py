@@ -22,20 +22,18 @@ from tubelet.engine.predict import format_predictions, predict_videos
 from tubelet.engine.train import PLOTS, fit
 
 RECIPE = "synth_tiny"
-VIDEOS_PER_CLASS = 24
-FRAMES = 16
-SIZE = 32
 TEST_VIEWS = (2, 3)
 
 
-def run_demo(out_dir: str | Path, *, overrides: list[str] = (), stream: TextIO | None = None) -> dict:
-    """Run the demo into ``out_dir``; returns the evaluation metrics."""
+def run_demo(out_dir: str | Path, *, videos_per_class: int = 40, overrides: list[str] = (),
+             stream: TextIO | None = None) -> dict:
+    """Run the demo into ``out_dir`` (``overrides`` apply to the recipe); returns the evaluation metrics."""
     stream = stream or sys.stdout
     out_dir = Path(out_dir)
     data_dir, run_dir, eval_dir = out_dir / "data", out_dir / "run", out_dir / "eval"
     if not (data_dir / "train.csv").is_file():
         print(f"[1/4] writing synthetic videos to {data_dir}", file=stream)
-        write_synthetic_dataset(data_dir, videos_per_class=VIDEOS_PER_CLASS, frames=FRAMES, size=SIZE, seed=0)
+        write_synthetic_dataset(data_dir, videos_per_class=videos_per_class, frames=16, size=32, seed=0)
     else:
         print(f"[1/4] reusing the synthetic videos in {data_dir}", file=stream)
     config = load_config(RECIPE, [f"data.train={data_dir / 'train.csv'}", f"data.val={data_dir / 'val.csv'}",

@@ -250,7 +250,7 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
     epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, total_steps=total_steps,
-                                warmup_steps=round(train_cfg.warmup_epochs * steps_per_epoch),
+                                warmup_steps=min(total_steps, round(train_cfg.warmup_epochs * steps_per_epoch)),
                                 min_factor=train_cfg.min_lr / train_cfg.lr)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
     state = TrainState(running, model, optimizer, scheduler, scaler, ema, ckpt.Progress())
