@@ -1,0 +1,82 @@
+"""The train / eval / predict command lines on a tiny synthetic dataset."""
+
+import json
+
+import pytest
+
+from tubelet.cli import main
+from tubelet.data.synthetic import write_synthetic_dataset
+from tubelet.engine.config import load_config, save_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A one-epoch run of a one-block model; returns (data folder, run folder)."""
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data"
+    write_synthetic_dataset(data, videos_per_class=2, frames=8, size=16, seed=0)
+    recipe = root / "recipe.yaml"
+    save_config(load_config(None, ["model.depth=1", "model.embed_dim=32", "model.num_heads=2"]), recipe)
+    code = main(["train", str(recipe), f"data.train={data / 'train.csv'}", f"data.val={data / 'val.csv'}",
+                 "data.num_frames=4", "data.img_size=16", "data.num_workers=0", "train.batch_size=4",
+                 "train.epochs=1", "train.progress=false", "--out", str(root / "run")])
+    assert code == 0
+    return data, root / "run"
+
+
+def test_eval_writes_predictions_with_multi_view_testing(trained, tmp_path, capsys):
+    data, run = trained
+    assert main(["eval", str(run), "--data", str(data / "val.csv"), "--views", "2x3", "--out",
+                 str(tmp_path / "preds")]) == 0
+    printed = capsys.readouterr().out
+    assert "12 videos x 6 views: top1" in printed and "preds.csv" in printed
+    report = json.loads((tmp_path / "preds.json").read_text())
+    assert report["metrics"]["views"] == 6 and report["metrics"]["videos"] == 12
+    assert set(report["per_class_accuracy"]) == set((data / "classes.txt").read_text().split())
+    assert len((tmp_path / "preds.csv").read_text().splitlines()) == 13
+    assert (tmp_path / "preds_confusion.png").stat().st_size > 1000
+
+
+def test_predict_on_an_encoded_file(trained, capsys):
+    data, run = trained
+    video = sorted((data / "videos").rglob("*.mp4"))[0]
+    assert main(["predict", str(video), str(video), "--checkpoint", str(run), "--topk", "3", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in results] == [str(video)] * 2
+    top = results[0]["top"]
+    assert len(top) == 3 and top[0]["score"] >= top[1]["score"] >= top[2]["score"]
+    assert top[0]["class"] in (data / "classes.txt").read_text().split()
+    assert main(["predict", str(video), "--checkpoint", str(run), "--views", "1x3"]) == 0
+    assert capsys.readouterr().out.startswith(f"{video}: ")
+
+
+def test_predict_sliding_window_gives_segments(trained, capsys):
+    data, run = trained
+    video = sorted((data / "videos").rglob("*.mp4"))[0]  # 8 frames at 12 fps: 0.67 s
+    assert main(["predict", str(video), "--checkpoint", str(run), "--window", "0.3", "--stride", "0.2",
+                 "--json"]) == 0
+    segments = json.loads(capsys.readouterr().out)[0]["segments"]
+    assert [(s["start"], s["end"]) for s in segments] == [(0.0, 0.3), (0.2, 0.5)]
+    assert all(len(s["top"]) == 5 for s in segments)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "synth_tiny", "train.lrr=0.1", "--out", "x"], "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
+    (["train", "synth_tiny", "data.num_frames=eight", "--out", "x"], "config key 'data.num_frames' expects int"),
+    (["train", "no_such_recipe", "--out", "x"], "recipe 'no_such_recipe' is neither a file nor a name"),
+    (["eval", "nowhere", "--data", "list.csv"], "nowhere is not a checkpoint"),
+    (["eval", "nowhere", "--data", "list.csv", "--views", "2by3"], "views '2by3' must be TxS"),
+])
+def test_bad_input_exits_2_naming_it(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_predict_on_an_unreadable_file_exits_2(trained, tmp_path, capsys):
+    _, run = trained
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    assert main(["predict", str(bad), "--checkpoint", str(run)]) == 2
+    captured = capsys.readouterr()
+    assert f"{bad}: cannot decode" in captured.out and "could not be decoded" in captured.err
