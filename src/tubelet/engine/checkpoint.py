@@ -111,7 +111,7 @@ def save_checkpoint(
             _save_file(lambda p: p.write_text(recipe), tmp / RECIPE)
         fsync_dir(tmp)
         if final.exists():
-            shutil.rmtree(final)
+            _remove(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -143,7 +143,15 @@ def _prune(folder: Path, keep_last: int) -> None:
     found = list_checkpoints(folder.parent)
     for old in found[: max(0, len(found) - keep_last)]:
         if old.name not in keep:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
+
+
+def _remove(checkpoint: Path) -> None:
+    """Delete a checkpoint folder so that a kill at any moment leaves it whole or gone: it is renamed
+    out of the ``step*`` namespace first (atomic), then deleted (a leftover is swept at the next save)."""
+    doomed = checkpoint.with_name(f"{_TMP_PREFIX}old-{checkpoint.name}-{os.getpid()}")
+    os.replace(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
