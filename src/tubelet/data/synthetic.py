@@ -8,13 +8,16 @@ are random too, so no single pixel or colour gives the class away. The twelve cl
 Classes that need the ORDER of the frames. Each pair shows the same kind of clip, played
 forwards or backwards: a clip of the second class is a clip of the first, time-reversed (the
 same random draw gives exactly the reversed frames), so no single frame and no unordered set of
-frames can tell the two apart.
+frames can tell the two apart. Each forward clip starts from a typical state (on the left, at
+12 o'clock, small, absent), so what the first frames show, together with *when* they are shown,
+gives the class away: a small model learns the pairs quickly, a model blind to order never.
 
-* ``moving_right`` / ``moving_left``: the object slides horizontally across about half the frame.
-* ``rotating_clockwise`` / ``rotating_anticlockwise``: a clock hand turns 180-270 degrees
-  about a hub (clockwise as seen on screen).
-* ``approaching`` / ``receding``: the object grows to 2.2-2.8 times its size (as if coming
-  closer), or shrinks.
+* ``moving_right`` / ``moving_left``: the object slides horizontally across 50-60% of the frame,
+  from the left part to the right part (or back).
+* ``rotating_clockwise`` / ``rotating_anticlockwise``: a clock hand turns 180-270 degrees about a
+  hub, clockwise on screen from about 12 o'clock (or anticlockwise back to it).
+* ``approaching`` / ``receding``: the object grows from small to 2.6-3 times its size (as if
+  coming closer), or shrinks.
 * ``appearing`` / ``disappearing``: the object is absent, then present from a random moment in
   the middle third on; or the reverse.
 
@@ -71,12 +74,12 @@ def _track(shape: str, frames: int, x, y, radius, angle=0.0, opacity=1.0) -> Tra
 
 
 def _radius(draw: np.random.Generator, size: int) -> float:
-    return draw.uniform(0.09, 0.14) * size
+    return draw.uniform(0.11, 0.16) * size
 
 
 def _moving_right(draw: np.random.Generator, u: np.ndarray, size: int) -> Track:
-    radius, span = _radius(draw, size), draw.uniform(0.4, 0.55) * size
-    x0 = draw.uniform(radius + 1, size - radius - 1 - span)
+    radius, span = _radius(draw, size), draw.uniform(0.5, 0.6) * size
+    x0 = draw.uniform(radius + 1, size - radius - 1 - span)  # starts in the left part, ends in the right
     y = draw.uniform(radius + 1, size - radius - 1)
     return _track(SHAPES[draw.integers(3)], len(u), x0 + span * u, y, radius, draw.uniform(0, 2 * math.pi))
 
@@ -92,14 +95,15 @@ def _falling(fraction: float) -> Callable[[np.random.Generator, np.ndarray, int]
 
 
 def _rotating_clockwise(draw: np.random.Generator, u: np.ndarray, size: int) -> Track:
-    length = draw.uniform(0.22, 0.3) * size  # the hand's length
+    length = draw.uniform(0.25, 0.32) * size  # the hand's length
     x, y = (draw.uniform(length + 1, size - length - 1) for _ in range(2))
-    start, turn = draw.uniform(0, 2 * math.pi), math.radians(draw.uniform(180, 270))
+    # from about 12 o'clock (angle -90 degrees, y points down) a half to three-quarter turn
+    start, turn = math.radians(draw.uniform(-120, -60)), math.radians(draw.uniform(180, 270))
     return _track("hand", len(u), x, y, length, start + turn * u)  # angle grows: clockwise with y down
 
 
 def _approaching(draw: np.random.Generator, u: np.ndarray, size: int) -> Track:
-    radius, growth = draw.uniform(0.06, 0.08) * size, draw.uniform(2.2, 2.8)
+    radius, growth = draw.uniform(0.05, 0.065) * size, draw.uniform(2.6, 3.0)
     largest = radius * growth
     x, y = (draw.uniform(largest + 1, size - largest - 1) for _ in range(2))
     return _track(SHAPES[draw.integers(3)], len(u), x, y, radius * growth**u, draw.uniform(0, 2 * math.pi))
@@ -157,7 +161,7 @@ def _signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, radius: np.ndar
         inradius = radius * math.sqrt(math.pi / (3 * math.sqrt(3)))
         sides = [np.cos(angle + a) * dx + np.sin(angle + a) * dy for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
         return np.maximum.reduce(sides) - inradius
-    width = np.maximum(radius * 0.12, 1.2)  # hand: a capsule from the centre, plus a hub
+    width = np.maximum(radius * 0.15, 1.5)  # hand: a capsule from the centre, plus a hub
     bar = np.hypot(along - np.clip(along, 0.0, radius), across) - width
     return np.minimum(bar, np.hypot(dx, dy) - 2 * width)
 
