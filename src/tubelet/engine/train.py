@@ -296,6 +296,9 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
                                      device=dist.device, amp_dtype=amp_dtype, clip_grad=train_cfg.clip_grad,
                                      loss_fn=loss_fn, mixup=mixup, seed=train_cfg.seed, rank=dist.rank,
                                      failures=failures):
+            if not math.isfinite(stats["loss"]):
+                raise FloatingPointError(f"the loss is {stats['loss']} at step {state.progress.global_step}; lower "
+                                         f"train.lr or set train.clip_grad, and resume from the last checkpoint")
             window.append(stats["loss"])
             bar.update(stats["clips"] * dist.world_size, loss=stats["loss"], lr=stats["lr"])
             step = state.progress.global_step
