@@ -14,7 +14,7 @@ def trained(tmp_path_factory):
     """A one-epoch run of a one-block model; returns (data folder, run folder)."""
     root = tmp_path_factory.mktemp("cli")
     data = root / "data"
-    write_synthetic_dataset(data, videos_per_class=2, frames=8, size=16, seed=0)
+    write_synthetic_dataset(data, videos_per_class=2, frames=8, size=32, seed=0)
     recipe = root / "recipe.yaml"
     save_config(load_config(None, ["model.depth=1", "model.embed_dim=32", "model.num_heads=2"]), recipe)
     code = main(["train", str(recipe), f"data.train={data / 'train.csv'}", f"data.val={data / 'val.csv'}",

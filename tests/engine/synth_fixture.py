@@ -8,8 +8,8 @@ from tubelet.data.synthetic import write_synthetic_dataset
 
 
 def write_tiny_synth(root: Path) -> Path:
-    """12 train and 12 val videos of 8 frames at 16x16; returns the folder."""
-    write_synthetic_dataset(root, videos_per_class=2, frames=8, size=16, seed=0)
+    """12 train and 12 val videos of 8 frames at 32x32 (trained at 16x16); returns the folder."""
+    write_synthetic_dataset(root, videos_per_class=2, frames=8, size=32, seed=0)
     return root
 
 
