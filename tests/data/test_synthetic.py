@@ -51,7 +51,7 @@ def test_motion_directions_and_static_classes():
     slow = _centroid(render_clip("falling_slow", draw(), 12, 48), axis=0)
     assert np.all(np.diff(fast) > 0) and np.all(np.diff(slow) > 0)
     assert fast[-1] - fast[0] > 2.5 * (slow[-1] - slow[0])
-    for name in ("static_square", "static_disc"):
+    for name in ("static_bar", "static_disc"):
         clip = render_clip(name, draw(), 6, 32)
         assert all(np.array_equal(frame, clip[0]) for frame in clip)
 
