@@ -311,11 +311,16 @@ def sample_rand_augment(config: RandAugmentConfig, generator: torch.Generator | 
     return chosen
 
 
+def auto_augment_policy(name: str) -> tuple[tuple[tuple[str, float, float], ...], ...]:
+    """The sub-policies of the AutoAugment policy ``name`` (ValueError naming it if unknown)."""
+    if name not in AUTO_AUGMENT_POLICIES:
+        raise ValueError(f"auto_augment={name!r}: expected one of {sorted(AUTO_AUGMENT_POLICIES)}")
+    return AUTO_AUGMENT_POLICIES[name]
+
+
 def sample_auto_augment(policy: str, generator: torch.Generator | None = None) -> list[tuple[str, float]]:
     """Draw one clip's AutoAugment ops: one sub-policy, each of its ops kept with its probability."""
-    if policy not in AUTO_AUGMENT_POLICIES:
-        raise ValueError(f"auto_augment={policy!r}: expected one of {sorted(AUTO_AUGMENT_POLICIES)}")
-    sub_policies = AUTO_AUGMENT_POLICIES[policy]
+    sub_policies = auto_augment_policy(policy)
     sub_policy = sub_policies[rng.randint(0, len(sub_policies), generator)]
     return [(name, _argument(name, level, generator)) for name, prob, level in sub_policy if rng.coin(prob, generator)]
 

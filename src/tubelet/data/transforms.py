@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from tubelet.data import rng
-from tubelet.data.augment import RandAugmentConfig, apply_ops, sample_auto_augment, sample_rand_augment
+from tubelet.data.augment import RandAugmentConfig, apply_ops, auto_augment_policy, sample_auto_augment, sample_rand_augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -246,7 +246,7 @@ class TrainTransform:
         if rand_augment is not None and auto_augment is not None:
             raise ValueError("rand_augment and auto_augment are both set: expected at most one of them")
         if auto_augment is not None:
-            sample_auto_augment(auto_augment, torch.Generator())  # fail now on an unknown policy name
+            auto_augment_policy(auto_augment)  # fail now on an unknown policy name
         _check_mean_std(mean, std)
         self.img_size = img_size
         self.scale = _check_range("scale", scale, 0.0)
