@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Callable
 
 from torch import nn
+
+from tubelet.suggest import check_keys, did_you_mean
 
 _SCHEMES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -31,8 +32,7 @@ def list_attention() -> list[str]:
 def get_attention(name: str) -> Callable[..., nn.Module]:
     _import_schemes()
     if name not in _SCHEMES:
-        close = difflib.get_close_matches(name, _SCHEMES, n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, _SCHEMES)
         raise ValueError(f"unknown attention scheme {name!r}{hint} (known: {', '.join(sorted(_SCHEMES))})")
     return _SCHEMES[name]
 
@@ -42,11 +42,7 @@ def build_attention(name: str, dim: int, num_heads: int, **options) -> nn.Module
     naming the option and the closest valid ones."""
     factory = get_attention(name)
     valid = [p for p in inspect.signature(factory).parameters if p not in ("self", "dim", "num_heads")]
-    for key in options:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(valid)}"
-            raise ValueError(f"attention scheme {name!r} has no option {key!r}{hint}")
+    check_keys(options, valid, f"attention scheme {name!r} has no option")
     return factory(dim, num_heads, **options)
 
 

@@ -6,11 +6,12 @@ checked against the class's constructor, so a misspelt argument is an error nami
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass, field
 
 from torch import nn
+
+from tubelet.suggest import check_keys, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,7 @@ def list_models(filter: str = "") -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     _import_families()
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `tubelet models` lists them"
-        raise ValueError(f"unknown model {name!r}{hint}")
+        raise ValueError(f"unknown model {name!r}{did_you_mean(name, _MODELS, '; `tubelet models` lists them')}")
     return _MODELS[name]
 
 
@@ -56,12 +55,7 @@ def constructor_arguments(cls: type) -> list[str]:
 
 def check_arguments(cls: type, args: dict, owner: str) -> None:
     """ValueError naming each argument ``cls`` does not take, with the closest valid ones."""
-    valid = constructor_arguments(cls)
-    for key in args:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(valid)}"
-            raise ValueError(f"{owner} has no constructor argument {key!r}{hint}")
+    check_keys(args, constructor_arguments(cls), f"{owner} has no constructor argument")
 
 
 def model_arguments(name: str, overrides: dict) -> dict:
