@@ -63,8 +63,8 @@ def test_render_rejects_unknown_class():
 
 def test_dataset_is_deterministic_decodable_and_listed(tmp_path):
     first = write_synthetic_dataset(tmp_path / "a", videos_per_class=2, frames=8, size=32, seed=5)
-    second = write_synthetic_dataset(tmp_path / "b", videos_per_class=2, frames=8, size=32, seed=5)
-    other = write_synthetic_dataset(tmp_path / "c", videos_per_class=2, frames=8, size=32, seed=6)
+    write_synthetic_dataset(tmp_path / "b", videos_per_class=2, frames=8, size=32, seed=5)
+    write_synthetic_dataset(tmp_path / "c", videos_per_class=2, frames=8, size=32, seed=6)
 
     assert first.class_names == CLASS_NAMES and len(CLASS_NAMES) == 12
     assert (tmp_path / "a" / "classes.txt").read_text().splitlines() == list(CLASS_NAMES)

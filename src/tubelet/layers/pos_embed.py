@@ -56,19 +56,21 @@ class SeparatePosEmbed(nn.Module):
         nn.init.trunc_normal_(self.spatial, std=0.02)
         nn.init.trunc_normal_(self.temporal, std=0.02)
 
+    def _resized(self, shape: VideoShape) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid tables for ``shape``: spatial ``[1, h*w, D]`` (prefix rows left out), temporal ``[1, t, D]``."""
+        spatial = resize_grid_table(self.spatial[:, self.num_prefix :], VideoShape(1, self.shape.h, self.shape.w), VideoShape(1, shape.h, shape.w))
+        temporal = resize_grid_table(self.temporal, VideoShape(self.shape.t, 1, 1), VideoShape(shape.t, 1, 1))
+        return spatial, temporal
+
     def resized_state(self, shape: VideoShape) -> dict[str, torch.Tensor]:
         """The tables resized to grid ``shape``."""
-        p = self.num_prefix
-        spatial = resize_grid_table(self.spatial[:, p:], VideoShape(1, self.shape.h, self.shape.w), VideoShape(1, shape.h, shape.w))
-        temporal = resize_grid_table(self.temporal, VideoShape(self.shape.t, 1, 1), VideoShape(shape.t, 1, 1))
-        return {"spatial": torch.cat([self.spatial[:, :p], spatial], dim=1), "temporal": temporal}
+        spatial, temporal = self._resized(shape)
+        return {"spatial": torch.cat([self.spatial[:, : self.num_prefix], spatial], dim=1), "temporal": temporal}
 
     def forward(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
-        p, dim = self.num_prefix, x.shape[-1]
-        tables = self.resized_state(shape)
-        spatial, temporal = tables["spatial"][:, p:], tables["temporal"]  # [1, h*w, D], [1, t, D]
-        grid = (spatial.unsqueeze(1) + temporal.unsqueeze(2)).reshape(1, shape.num_patches, dim)  # [1, t*h*w, D]
-        return x + torch.cat([self.spatial[:, :p], grid], dim=1)
+        spatial, temporal = self._resized(shape)
+        grid = (spatial.unsqueeze(1) + temporal.unsqueeze(2)).reshape(1, shape.num_patches, x.shape[-1])  # [1, t*h*w, D]
+        return x + torch.cat([self.spatial[:, : self.num_prefix], grid], dim=1)
 
 
 class JointPosEmbed(nn.Module):

@@ -28,7 +28,6 @@ from __future__ import annotations
 from tubelet.models.registry import register_model
 from tubelet.models.video_transformer import VideoTransformer
 
-PAPER = "Linear Video Transformer with Feature Fixation (seed 003; Lu et al., arXiv 2210.08164)"
 BACKBONE = dict(attention="linear", class_token=False, head="mean", pos_embed="separate")
 BASE = dict(embed_dim=512, depth=12, num_heads=8, patch_size=16)
 TINY = dict(embed_dim=64, depth=2, num_heads=4, patch_size=8)
@@ -40,4 +39,4 @@ for name, size, frames, pixels in (
     ("lvt_base_p16_16x336", BASE, 16, 336),  # HR
     ("lvt_tiny_p8_8x32", TINY, 8, 32),  # for tests and the CPU demo
 ):
-    register_model(name, VideoTransformer, paper=PAPER, num_frames=frames, img_size=pixels, **BACKBONE, **size)
+    register_model(name, VideoTransformer, num_frames=frames, img_size=pixels, **BACKBONE, **size)

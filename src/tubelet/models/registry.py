@@ -19,17 +19,16 @@ class ModelEntry:
     name: str
     cls: type[nn.Module]
     defaults: dict = field(default_factory=dict)
-    paper: str = ""
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, cls: type[nn.Module], *, paper: str = "", **defaults) -> None:
+def register_model(name: str, cls: type[nn.Module], **defaults) -> None:
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
     check_arguments(cls, defaults, f"model {name!r}")
-    _MODELS[name] = ModelEntry(name, cls, defaults, paper)
+    _MODELS[name] = ModelEntry(name, cls, defaults)
 
 
 def _import_families() -> None:

@@ -12,24 +12,23 @@ from tubelet.models.factorised_encoder import FactorisedEncoder
 from tubelet.models.registry import register_model
 from tubelet.models.video_transformer import VideoTransformer
 
-PAPER = "Bertasius et al., Is Space-Time Attention All You Need for Video Understanding?, ICML 2021"
 BASE = dict(embed_dim=768, depth=12, num_heads=12, patch_size=16)
 TINY = dict(embed_dim=64, depth=2, num_heads=4, patch_size=8, num_frames=8, img_size=32)
 
 for frames, pixels in ((8, 224), (16, 448), (96, 224)):
     register_model(
-        f"timesformer_divided_base_p16_{frames}x{pixels}", VideoTransformer, paper=PAPER,
+        f"timesformer_divided_base_p16_{frames}x{pixels}", VideoTransformer,
         attention="divided", num_frames=frames, img_size=pixels, **BASE,
     )
 for scheme in ("joint", "local_global", "axial"):
     register_model(
-        f"timesformer_{scheme}_base_p16_8x224", VideoTransformer, paper=PAPER,
+        f"timesformer_{scheme}_base_p16_8x224", VideoTransformer,
         attention=scheme, num_frames=8, img_size=224, **BASE,
     )
 for scheme in ("divided", "joint", "local_global", "axial"):
-    register_model(f"timesformer_{scheme}_tiny_p8_8x32", VideoTransformer, paper=PAPER, attention=scheme, **TINY)
+    register_model(f"timesformer_{scheme}_tiny_p8_8x32", VideoTransformer, attention=scheme, **TINY)
 register_model(
-    "timesformer_space_base_p16_8x224", FactorisedEncoder, paper=PAPER,
+    "timesformer_space_base_p16_8x224", FactorisedEncoder,
     temporal_depth=0, num_frames=8, img_size=224, **BASE,
 )
-register_model("timesformer_space_tiny_p8_8x32", FactorisedEncoder, paper=PAPER, temporal_depth=0, **TINY)
+register_model("timesformer_space_tiny_p8_8x32", FactorisedEncoder, temporal_depth=0, **TINY)

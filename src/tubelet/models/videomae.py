@@ -12,9 +12,8 @@ from __future__ import annotations
 from tubelet.models.registry import register_model
 from tubelet.models.video_transformer import VideoTransformer
 
-PAPER = "Tong et al., VideoMAE: Masked Autoencoders are Data-Efficient Learners for Self-Supervised Video Pre-Training, NeurIPS 2022"
 COMMON = dict(attention="joint", pos_embed="sincos", class_token=False, head="mean", tubelet_size=2, norm_eps=1e-12, head_norm_eps=1e-5)
 
-register_model("videomae_base_p16t2_16x224", VideoTransformer, paper=PAPER, embed_dim=768, depth=12, num_heads=12, patch_size=16, num_frames=16, img_size=224, **COMMON)
-register_model("videomae_large_p16t2_16x224", VideoTransformer, paper=PAPER, embed_dim=1024, depth=24, num_heads=16, patch_size=16, num_frames=16, img_size=224, **COMMON)
-register_model("videomae_tiny_p8t2_8x32", VideoTransformer, paper=PAPER, embed_dim=64, depth=2, num_heads=4, patch_size=8, num_frames=8, img_size=32, **COMMON)
+register_model("videomae_base_p16t2_16x224", VideoTransformer, embed_dim=768, depth=12, num_heads=12, patch_size=16, num_frames=16, img_size=224, **COMMON)
+register_model("videomae_large_p16t2_16x224", VideoTransformer, embed_dim=1024, depth=24, num_heads=16, patch_size=16, num_frames=16, img_size=224, **COMMON)
+register_model("videomae_tiny_p8t2_8x32", VideoTransformer, embed_dim=64, depth=2, num_heads=4, patch_size=8, num_frames=8, img_size=32, **COMMON)

@@ -15,7 +15,6 @@ from tubelet.models.factorised_encoder import FactorisedEncoder
 from tubelet.models.registry import register_model
 from tubelet.models.video_transformer import VideoTransformer
 
-PAPER = "Arnab et al., ViViT: A Video Vision Transformer, ICCV 2021"
 SIZES = {
     "base": dict(embed_dim=768, depth=12, num_heads=12, patch_size=16, tubelet_size=2, num_frames=32, img_size=224),
     "large": dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16, tubelet_size=2, num_frames=32, img_size=224),
@@ -32,4 +31,4 @@ MODELS = {
 
 for model, (cls, args) in MODELS.items():
     for size, suffix in SUFFIXES.items():
-        register_model(f"vivit_{model}_{suffix}", cls, paper=PAPER, **{**args, **SIZES[size]})
+        register_model(f"vivit_{model}_{suffix}", cls, **{**args, **SIZES[size]})
