@@ -37,3 +37,50 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_
     single_weights = safetensors.torch.load_file(str(single / ckpt.WEIGHTS))
     for key, value in single_weights.items():
         torch.testing.assert_close(ddp_weights[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_one_torchrun_process_joins_the_group_and_reduces_on_its_device(tmp_path, tiny_synth, monkeypatch):
+    """``torchrun --nproc-per-node 1`` must run the collectives that 8 GPUs run (in-process, gloo):
+    the loss reduction at each log step and the validation gather, each on the group's device."""
+    import torch.distributed as torch_dist
+
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+    reduced, real_all_reduce = [], torch_dist.all_reduce
+
+    def spy(tensor, *args, **kwargs):
+        reduced.append(tensor.device.type)
+        return real_all_reduce(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch_dist, "all_reduce", spy)
+    config = load_config(None, tiny_overrides(tiny_synth) + ["train.device=cpu", "train.max_steps=2"])
+    try:
+        metrics = fit(config, tmp_path / "run", stream=io.StringIO())
+        assert torch_dist.is_initialized() and torch_dist.get_backend() == "gloo"
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+    assert reduced and set(reduced) == {"cpu"}  # one loss reduction per log step, at least
+    assert "top1" in metrics
+
+
+def test_collectives_refuse_a_tensor_off_the_group_device(monkeypatch):
+    """What NCCL does at the first log step of a multi-GPU run, checked without a GPU."""
+    import torch.distributed as torch_dist
+
+    from tubelet.engine.distributed import all_reduce_sum
+
+    monkeypatch.setattr(torch_dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch_dist, "get_backend", lambda *args: "nccl")
+    monkeypatch.setattr(torch_dist, "all_reduce", lambda *args, **kwargs: None)
+    with pytest.raises(ValueError, match="got a cpu tensor but the nccl process group needs cuda tensors"):
+        all_reduce_sum(torch.tensor([1.0]))

@@ -1,7 +1,13 @@
 """Distributed data parallel under ``torchrun``: NCCL on GPU, gloo on CPU.
 
 ``torchrun --nproc-per-node N -m tubelet.cli train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK;
-without them everything runs in one process. Only rank 0 logs and writes files.
+without them everything runs in one process. A process that torchrun launched always joins the
+process group, even alone (``--nproc-per-node 1``), so that one GPU runs the code path (DDP, NCCL
+collectives) that eight take. Only rank 0 logs and writes files.
+
+Collectives take tensors on the process group's device (the GPU under NCCL, the CPU under gloo):
+``all_reduce_sum`` refuses any other with a message naming both, and ``DistContext.mean`` reduces
+Python floats, building the tensor on the right device itself.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistContext:
+    """This process's rank, the number of processes, its device, and whether it joined a process group."""
+
     rank: int
     world_size: int
     device: torch.device
+    joined: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -26,7 +35,18 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """In a process group (DDP wraps the model), possibly of one process."""
+        return self.joined
+
+    def mean(self, values: list[float]) -> list[float]:
+        """The mean of each value over processes (the values themselves in one process)."""
+        total = all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=self.device))
+        return [v / self.world_size for v in total.tolist()]
+
+
+def launched_by_torchrun() -> bool:
+    """True when a launcher (torchrun, torch.distributed.run) describes a process group in the environment."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
@@ -43,15 +63,15 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device: str) -> DistContext:
-    """Join the process group that torchrun describes in the environment (if any)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    """Join the process group that torchrun describes in the environment, if it launched this process."""
     resolved = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    if world_size > 1 and not dist.is_initialized():
+    if not launched_by_torchrun():
+        return DistContext(rank=0, world_size=1, device=resolved)
+    if not dist.is_initialized():
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)
         dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
-    return DistContext(rank=rank, world_size=world_size, device=resolved)
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=resolved, joined=True)
 
 
 def shutdown_distributed() -> None:
@@ -59,9 +79,17 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def group_device_type() -> str:
+    """The device type the joined process group's collectives need: "cuda" for NCCL, else "cpu"."""
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over processes, in place (identity in one process)."""
+    """Sum over processes, in place (identity in one process). ``tensor`` must be on the group's device."""
     if dist.is_initialized():
+        if tensor.device.type != group_device_type():
+            raise ValueError(f"all_reduce_sum got a {tensor.device.type} tensor but the {dist.get_backend()} "
+                             f"process group needs {group_device_type()} tensors")
         dist.all_reduce(tensor)
     return tensor
 

@@ -33,7 +33,7 @@ from tubelet.data.loader import build_eval_loader, build_train_loader
 from tubelet.data.mixup import MixupCutmix
 from tubelet.engine import checkpoint as ckpt
 from tubelet.engine.config import Config, config_to_dict, load_config, save_config
-from tubelet.engine.distributed import DistContext, all_reduce_sum, barrier, gather_objects, init_distributed
+from tubelet.engine.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown_distributed
 from tubelet.engine.ema import ModelEma
 from tubelet.engine.evaluate import evaluate
 from tubelet.engine.inputs import eval_dataset, read_split, train_dataset, train_split
@@ -303,7 +303,7 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
             bar.update(stats["clips"] * dist.world_size, loss=stats["loss"], lr=stats["lr"])
             step = state.progress.global_step
             if step % train_cfg.log_every == 0 or state.progress.step_in_epoch == epoch_steps:
-                mean_loss = all_reduce_sum(torch.tensor(sum(window) / len(window))).item() / dist.world_size
+                mean_loss = dist.mean([sum(window) / len(window)])[0]
                 window.clear()
                 if log is not None:
                     log.write("train", epoch=epoch, step=step, loss=mean_loss, lr=stats["lr"],
@@ -344,5 +344,8 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
 
 
 def train_from_recipe(recipe: str, overrides: list[str], run_dir: str | Path, *, resume: bool = False) -> dict:
-    """``tubelet train``: load and check the recipe, then ``fit``."""
-    return fit(load_config(recipe, overrides), run_dir, resume=resume)
+    """``tubelet train``: load and check the recipe, then ``fit``; leaves the process group torchrun set up."""
+    try:
+        return fit(load_config(recipe, overrides), run_dir, resume=resume)
+    finally:
+        shutdown_distributed()
