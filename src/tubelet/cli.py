@@ -3,6 +3,10 @@
 Each command is one ``_cmd_*`` function and one entry in ``_build_parser``. Exit codes follow
 INTERFACE.md: 0 success, 2 bad arguments / config / unreadable input (one line naming the
 problem), 1 anything else.
+
+This module imports nothing heavy at the top: torch and the rest are imported inside the
+command that needs them, after its arguments are checked, so that ``--help``, ``--version`` and
+argument errors answer at once (tests/test_cli_startup.py holds the budget).
 """
 
 from __future__ import annotations
@@ -10,10 +14,40 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+
+from tubelet import __version__
 
 
 class UsageError(ValueError):
     """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """``"2x3"`` -> ``(2, 3)``: temporal clips x spatial crops, both at least 1."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"views {text!r} must be TxS, e.g. 1x3 (temporal clips x spatial crops)")
+    clips, crops = int(parts[0]), int(parts[1])
+    if clips < 1 or crops < 1:
+        raise argparse.ArgumentTypeError(f"views {text!r}: temporal clips T and spatial crops S must both be at "
+                                         f"least 1, e.g. 1x3")
+    return clips, crops
+
+
+def _positive(kind: type) -> Callable[[str], int | float]:
+    """An argparse type: a number of ``kind`` (int or float) greater than 0."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a positive {'integer' if kind is int else 'number'}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -61,28 +95,27 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from tubelet.engine.evaluate import evaluate_checkpoint, format_metrics
-    from tubelet.engine.inputs import parse_views
 
-    views = parse_views(args.views) if args.views else None
-    result, written = evaluate_checkpoint(args.checkpoint, args.data, views=views, out=args.out)
+    result, written = evaluate_checkpoint(args.checkpoint, args.data, views=args.views, out=args.out)
     print(format_metrics(result))
     for path in written:
         print(f"wrote {path}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
+    if args.stride is not None and args.window is None:
+        raise UsageError(f"--stride {args.stride:g} needs --window SECONDS (the sliding-window mode)")
+    for video in args.videos:
+        if not os.path.isfile(video):
+            raise FileNotFoundError(f"video {video} does not exist")
     import json
 
     from tubelet.data.decode import DecodeError
     from tubelet.engine.checkpoint import load_inference_model
-    from tubelet.engine.inputs import parse_views
     from tubelet.engine.predict import format_predictions, predict_segments, predict_videos
 
     model, config = load_inference_model(args.checkpoint)
-    views = parse_views(args.views) if args.views else config.eval.views
-    for video in args.videos:
-        if not os.path.isfile(video):
-            raise FileNotFoundError(f"video {video} does not exist")
+    views = args.views or config.eval.views
     if args.window is not None:
         try:
             results = [{"path": video, "segments": predict_segments(
@@ -112,6 +145,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tubelet", description="Video transformers: build, train, evaluate, predict.")
+    parser.add_argument("--version", action="version", version=f"tubelet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="list architectures with parameters and GFLOPs")
@@ -125,7 +159,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "Writes 'path<TAB>reason' for each bad file to --out; exit code 0 when all decode, 1 when some do not.",
     )
     check.add_argument("source", metavar="LIST_OR_DIR", help="a video list (any format tubelet reads) or a folder")
-    check.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    check.add_argument("--workers", type=_positive(int), default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     check.add_argument("--out", default="bad_videos.txt", help="where to write the bad files (default: bad_videos.txt)")
     check.set_defaults(run=_cmd_check_videos)
 
@@ -166,18 +200,18 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="multi-view evaluation of a checkpoint on a video list")
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint, a run folder (its best) or a saved model")
     evaluate.add_argument("--data", required=True, metavar="LIST", help="video list to evaluate on")
-    evaluate.add_argument("--views", metavar="TxS", help="temporal clips x spatial crops (default: the recipe's)")
+    evaluate.add_argument("--views", type=parse_views, metavar="TxS", help="temporal clips x spatial crops (default: the recipe's)")
     evaluate.add_argument("--out", metavar="FILE", help="write FILE.csv, FILE.json and FILE_confusion.png")
     evaluate.set_defaults(run=_cmd_eval)
 
     predict = commands.add_parser("predict", help="top-k classes of video files")
     predict.add_argument("videos", nargs="+", metavar="VIDEO")
     predict.add_argument("--checkpoint", required=True, help="a checkpoint, a run folder (its best) or a saved model")
-    predict.add_argument("--views", metavar="TxS", help="temporal clips x spatial crops (default: the recipe's)")
-    predict.add_argument("--topk", type=int, default=5, metavar="K")
+    predict.add_argument("--views", type=parse_views, metavar="TxS", help="temporal clips x spatial crops (default: the recipe's)")
+    predict.add_argument("--topk", type=_positive(int), default=5, metavar="K")
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
-    predict.add_argument("--window", type=float, metavar="SECONDS", help="sliding-window mode: segment length")
-    predict.add_argument("--stride", type=float, metavar="SECONDS", help="sliding-window step (default: --window)")
+    predict.add_argument("--window", type=_positive(float), metavar="SECONDS", help="sliding-window mode: segment length")
+    predict.add_argument("--stride", type=_positive(float), metavar="SECONDS", help="sliding-window step (default: --window)")
     predict.set_defaults(run=_cmd_predict)
 
     demo = commands.add_parser("demo", help="synthesise data, train, evaluate, predict: what `make demo` runs")
@@ -189,7 +223,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help and --version (0), argument errors (2): argparse has printed them
+        return stop.code
     try:
         code = args.run(args)
     except (UsageError, ValueError, FileNotFoundError) as error:

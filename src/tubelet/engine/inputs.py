@@ -52,11 +52,3 @@ def eval_dataset(data: DataConfig, videos: VideoList, *, views: tuple[int, int],
     transform = EvalTransform(data.img_size, resize_to=resize_to, num_crops=views[1])
     return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
                         mode="eval", views=views)
-
-
-def parse_views(text: str) -> tuple[int, int]:
-    """``"2x3"`` -> ``(2, 3)``: temporal clips x spatial crops."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"views {text!r} must be TxS, e.g. 1x3 (temporal clips x spatial crops)")
-    return int(parts[0]), int(parts[1])
