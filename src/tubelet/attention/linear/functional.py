@@ -13,8 +13,8 @@ Shapes: leading dimensions (batch, heads, ...) are free; the last two are ``[L, 
 and ``[L, e]`` for values.
 
 ``linear_attention`` is the one entry point that the attention modules call. It dispatches to the
-backend chosen with ``set_backend`` (``"torch"``, the plain PyTorch code below, is the only one
-built in); a fused kernel registers itself with ``register_backend`` and must agree with
+backend chosen with ``set_backend``: ``"torch"``, the plain PyTorch code below (the default), or
+``"triton"``, the fused kernels of ``tubelet.kernels.linear_attention``; a fused kernel registers itself with ``register_backend`` and must agree with
 ``reference_linear_attention`` (the explicit quadratic form, used only by tests). The backend
 chooses an implementation, never a result.
 """
@@ -24,6 +24,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+
+from tubelet.kernels.linear_attention import triton_linear_attention
 
 LinearAttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -97,3 +99,7 @@ def reference_linear_attention(
     if mask is not None:
         scores = scores * mask
     return scores / scores.sum(dim=-1, keepdim=True).clamp_min(eps) @ v
+
+
+# The fused Triton kernels (forward and backward); Triton is imported on their first call.
+register_backend("triton", triton_linear_attention)
