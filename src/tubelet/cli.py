@@ -143,6 +143,22 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out)
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from tubelet.bench import BenchConfig, command_line, markdown, run_bench, write_report
+    from tubelet.bench.run import parse_overrides
+
+    config = BenchConfig(
+        models=tuple(args.models), frames=tuple(args.frames or ()), sizes=tuple(args.size or ()), batches=tuple(args.batch),
+        mode=args.mode, device=args.device, dtype=args.dtype, reps=args.reps, warmup=args.warmup, compare=args.compare,
+        compile=args.compile, overrides=parse_overrides(args.overrides), linear_backend=args.linear_backend,
+    )
+    result = run_bench(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+    command = command_line(config)
+    print(markdown(result, command))
+    for path in write_report(result, args.out, command) if args.out else ():
+        print(f"wrote {path}")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tubelet", description="Video transformers: build, train, evaluate, predict.")
     parser.add_argument("--version", action="version", version=f"tubelet {__version__}")
@@ -213,6 +229,29 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--window", type=_positive(float), metavar="SECONDS", help="sliding-window mode: segment length")
     predict.add_argument("--stride", type=_positive(float), metavar="SECONDS", help="sliding-window step (default: --window)")
     predict.set_defaults(run=_cmd_predict)
+
+    bench = commands.add_parser(
+        "bench", help="throughput, latency, memory, FLOPs and MFU, optionally beside transformers",
+        description="Time models over frames x sizes x batch sizes (inference or a training step): videos/s, "
+        "latency, peak memory, parameters, FLOPs and GMACs per clip, MFU against a matrix-multiply peak measured "
+        "in the same run. An out-of-memory cell is reported, not fatal. Prints a markdown table; --out also "
+        "writes bench.md, bench.json and bench.png (throughput and memory against frames).",
+    )
+    bench.add_argument("models", nargs="+", metavar="MODEL", help="registered architecture names (`tubelet models`)")
+    bench.add_argument("--frames", type=_positive(int), nargs="+", metavar="T", help="frame counts (default: each model's)")
+    bench.add_argument("--size", type=_positive(int), nargs="+", metavar="S", help="frame sizes in pixels (default: each model's)")
+    bench.add_argument("--batch", type=_positive(int), nargs="+", default=[1], metavar="B", help="batch sizes (default: 1)")
+    bench.add_argument("--mode", choices=("infer", "train"), default="infer", help="inference, or a training step with AdamW")
+    bench.add_argument("--compare", action="store_true", help="also run the same architecture from transformers, same weights")
+    bench.add_argument("--compile", nargs="?", const="default", metavar="MODE", help="torch.compile every model (mode: default, max-autotune, ...)")
+    bench.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when there is one)")
+    bench.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="bf16 autocast or float32 (default: bf16 on cuda)")
+    bench.add_argument("--reps", type=_positive(int), default=10, help="timed steps per cell, the median is reported (default: 10)")
+    bench.add_argument("--warmup", type=_positive(int), default=3, help="untimed steps first (default: 3)")
+    bench.add_argument("--linear-backend", metavar="NAME", help="linear attention implementation: torch or triton")
+    bench.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value", help="constructor arguments of every model")
+    bench.add_argument("--out", metavar="DIR", help="write DIR/bench.md, DIR/bench.json and DIR/bench.png")
+    bench.set_defaults(run=_cmd_bench)
 
     demo = commands.add_parser("demo", help="synthesise data, train, evaluate, predict: what `make demo` runs")
     demo.add_argument("--out", default="demo_run", metavar="DIR", help="where to put everything (default: demo_run)")

@@ -364,9 +364,24 @@ def load_hf_model(folder: str | os.PathLike) -> nn.Module:
     the tubelet model averages the frames' normalised class tokens before its linear head, which
     equals the mean of those rows: ``hf_logits.reshape(B, T, C).mean(1)``.
     """
-    config = read_hf_config(folder)
+    return _converted_model(read_hf_config(folder), read_hf_weights(folder))
+
+
+def convert_hf_module(module: nn.Module) -> nn.Module:
+    """A tubelet model holding the weights of a live transformers classifier ``module`` (one that
+    ``load_hf_model`` would read from its ``save_pretrained`` folder), on the same device."""
+    config = module.config.to_dict()
+    model_type = config.get("model_type")
+    if model_type not in FAMILIES:
+        raise ValueError(f"model_type={model_type!r} is not supported; expected one of {sorted(FAMILIES)}")
+    return _converted_model({**HF_DEFAULTS[model_type], **config}, module.state_dict())
+
+
+def _converted_model(config: dict, hf_state: Mapping[str, torch.Tensor]) -> nn.Module:
     name, args = model_arguments(config)
-    state = FAMILIES[config["model_type"]].convert(read_hf_weights(folder), config)
-    model = load_converted(create_model(name, **args), state)
+    state = FAMILIES[config["model_type"]].convert(hf_state, config)
+    device = next(iter(hf_state.values())).device
+    with torch.device(device):
+        model = load_converted(create_model(name, **args), state)
     model.class_names = class_names(config)
     return model
