@@ -364,7 +364,7 @@ def load_hf_model(folder: str | os.PathLike) -> nn.Module:
     the tubelet model averages the frames' normalised class tokens before its linear head, which
     equals the mean of those rows: ``hf_logits.reshape(B, T, C).mean(1)``.
     """
-    return _converted_model(read_hf_config(folder), read_hf_weights(folder))
+    return _converted_model(read_hf_config(folder), lambda: read_hf_weights(folder))
 
 
 def convert_hf_module(module: nn.Module) -> nn.Module:
@@ -374,11 +374,13 @@ def convert_hf_module(module: nn.Module) -> nn.Module:
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise ValueError(f"model_type={model_type!r} is not supported; expected one of {sorted(FAMILIES)}")
-    return _converted_model({**HF_DEFAULTS[model_type], **config}, module.state_dict())
+    return _converted_model({**HF_DEFAULTS[model_type], **config}, module.state_dict)
 
 
-def _converted_model(config: dict, hf_state: Mapping[str, torch.Tensor]) -> nn.Module:
+def _converted_model(config: dict, read_state: Callable[[], Mapping[str, torch.Tensor]]) -> nn.Module:
+    """The configuration is checked first, then the weights are read, converted and loaded."""
     name, args = model_arguments(config)
+    hf_state = read_state()
     state = FAMILIES[config["model_type"]].convert(hf_state, config)
     device = next(iter(hf_state.values())).device
     with torch.device(device):
