@@ -198,10 +198,12 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Convert a checkpoint of another implementation into a tubelet model folder "
         "(model.safetensors + config.json, class names included). --from hf: a Hugging Face "
         "save_pretrained folder of TimesformerForVideoClassification, VivitForVideoClassification "
-        "or VideoMAEForVideoClassification.",
+        "or VideoMAEForVideoClassification; torchvision-mvit: a state dict file (.pth or .safetensors) "
+        "of torchvision's mvit_v2_s; slowfast-mvit: a PySlowFast MViTv2 checkpoint (.pyth).",
     )
-    convert.add_argument("source", metavar="SRC", help="the checkpoint folder to convert")
-    convert.add_argument("--from", dest="source_format", required=True, metavar="FORMAT", help="its format: hf")
+    convert.add_argument("source", metavar="SRC", help="the checkpoint folder or file to convert")
+    convert.add_argument("--from", dest="source_format", required=True, metavar="FORMAT",
+                         help="its format: hf, torchvision-mvit or slowfast-mvit")
     convert.add_argument("--out", required=True, metavar="DST", help="the tubelet model folder to write")
     convert.set_defaults(run=_cmd_convert)
 

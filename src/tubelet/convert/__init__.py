@@ -1,6 +1,6 @@
 """Importing weights from other implementations, one module per foreign format.
 
-``FORMATS`` maps a ``tubelet convert --from`` name to a function ``folder -> tubelet model``
+``FORMATS`` maps a ``tubelet convert --from`` name to a function ``path -> tubelet model``
 (built by ``create_model``, so that ``save_model`` can write it).
 """
 
@@ -11,8 +11,10 @@ import os
 from torch import nn
 
 from tubelet.convert.hf import load_hf_model
+from tubelet.convert.slowfast_mvit import load_slowfast_mvit
+from tubelet.convert.torchvision_mvit import load_torchvision_mvit
 
-FORMATS = {"hf": load_hf_model}
+FORMATS = {"hf": load_hf_model, "torchvision-mvit": load_torchvision_mvit, "slowfast-mvit": load_slowfast_mvit}
 
 
 def load_foreign_model(source: str | os.PathLike, fmt: str) -> nn.Module:

@@ -21,43 +21,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
+from tubelet.convert.keys import Rule, load_converted, read_weight_file, rename
 from tubelet.models.registry import create_model, get_entry, list_models
 
-Rule = tuple[str, str]  # (regular expression over a Hugging Face name, tubelet name template)
 
 # Hugging Face activation names -> tubelet ``act``; the three tanh forms are the same function.
 ACTIVATIONS = {"gelu": "gelu", "gelu_fast": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 TIMESFORMER_SCHEMES = {"divided_space_time": "divided", "joint_space_time": "joint", "space_only": "space"}
+SOURCE = "Hugging Face"
 HEAD_RULE: Rule = (r"classifier\.(weight|bias)", r"head.\1")
-
-
-def _rename(state: Mapping[str, torch.Tensor], rules: list[Rule], *, strict: bool = True) -> dict[str, torch.Tensor]:
-    """Apply the first rule whose pattern matches a whole name. With ``strict``, a name that no
-    rule matches is a ValueError listing all such names; otherwise it is kept as it is."""
-    out, unused = {}, []
-    for key, value in state.items():
-        for pattern, template in rules:
-            match = re.fullmatch(pattern, key)
-            if match:
-                out[match.expand(template)] = value
-                break
-        else:
-            if strict:
-                unused.append(key)
-            out[key] = value
-    if unused:
-        raise ValueError(f"Hugging Face parameters with no tubelet counterpart: {', '.join(sorted(unused))}")
-    return out
 
 
 def _layer_rules(prefix: str, mixer: str) -> list[Rule]:
@@ -146,7 +126,7 @@ def convert_timesformer(state: Mapping[str, torch.Tensor], attention_type: str) 
         ]
     if scheme == "divided":
         rules += _temporal_rules("timesformer")
-    out = _rename(state, rules)
+    out = rename(state, rules, SOURCE)
     if "patch_embed.proj.weight" in out:
         out["patch_embed.proj.weight"] = out["patch_embed.proj.weight"].unsqueeze(2)  # [D, C, 1, P, P]
     return out
@@ -175,7 +155,7 @@ def convert_vivit(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         (r"vivit\.layernorm\.(weight|bias)", r"norm.\1"),
         HEAD_RULE,
     ]
-    return _rename(_fuse_qkv(_rename(state, _VIVIT_V5_NAMES, strict=False)), rules)
+    return rename(_fuse_qkv(rename(state, _VIVIT_V5_NAMES, SOURCE, strict=False)), rules, SOURCE)
 
 
 def convert_videomae(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -188,25 +168,7 @@ def convert_videomae(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         (r"fc_norm\.(weight|bias)", r"norm.\1"),
         HEAD_RULE,
     ]
-    return _rename(_fuse_qkv(state), rules)
-
-
-def load_converted(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load a converted ``state`` into ``model``; a ValueError lists every tubelet parameter left
-    unfilled, every converted name the model lacks, and every shape that differs."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k} {list(state[k].shape)} (expected {list(v.shape)})" for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [
-        f"{label}: {', '.join(items)}"
-        for label, items in (("unfilled tubelet parameters", missing), ("names the tubelet model lacks", unexpected), ("shape mismatches", shapes))
-        if items
-    ]
-    if problems:
-        raise ValueError("converted weights do not fit the tubelet model; " + "; ".join(problems))
-    model.load_state_dict(state)
-    return model
+    return rename(_fuse_qkv(state), rules, SOURCE)
 
 
 # ----- save_pretrained folders -----
@@ -303,19 +265,13 @@ def read_hf_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     for name in WEIGHT_FILES:
         index = folder / f"{name}.index.json"
         if (folder / name).is_file():
-            return _read_weight_file(folder / name)
+            return read_weight_file(folder / name)
         if index.is_file():
             state = {}
             for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-                state.update(_read_weight_file(folder / shard))
+                state.update(read_weight_file(folder / shard))
             return state
     raise FileNotFoundError(f"{folder} holds none of {', '.join(WEIGHT_FILES)} (nor their .index.json)")
-
-
-def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def class_names(config: dict) -> list[str]:
