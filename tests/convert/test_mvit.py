@@ -178,3 +178,15 @@ def test_logits_equal_torchvision_mvit_v2_s():
     difference = (got - expected).abs().max().item()
     print(f"max abs logit difference vs torchvision mvit_v2_s (fp32): {difference:.3g}")
     assert difference <= 1e-4 and math.isfinite(difference)
+
+
+@pytest.mark.gpu
+def test_bench_compares_with_torchvision_on_the_same_weights():
+    _torchvision()
+    from tubelet.bench import BenchConfig, run_bench
+
+    torch.backends.cudnn.allow_tf32 = False
+    result = run_bench(BenchConfig(models=("mvitv2_tiny_8x32",), compare=True, reps=2, warmup=1, device="cuda"))
+    ours, theirs = result["rows"]
+    assert ours["status"] == theirs["status"] == "ok" and theirs["implementation"].startswith("torchvision")
+    assert theirs["logits_relative_difference"] < 1e-5

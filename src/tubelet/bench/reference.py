@@ -2,7 +2,8 @@
 another library, and a tubelet model holding the very same weights.
 
 Hugging Face transformers has TimeSformer (divided, joint and space-only attention), ViViT
-(model 1, joint) and VideoMAE's classifier. For a tubelet architecture of one of those families,
+(model 1, joint) and VideoMAE's classifier; torchvision has MViTv2 (``mvit_v2_s`` and its
+``MViT`` class for other block settings). For a tubelet architecture of one of those families,
 ``build_reference`` writes the transformers configuration that describes it, builds that model
 (random weights), converts its weights with ``tubelet.convert.hf.convert_hf_module``, and checks
 that the converted model's constructor arguments are those asked for: the two sides then compute
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from tubelet.convert.hf import TIMESFORMER_SCHEMES, convert_hf_module
-from tubelet.models.registry import get_entry
+from tubelet.convert.torchvision_mvit import convert_torchvision_mvit
+from tubelet.models.registry import create_model, get_entry
 
 # tubelet ``act`` -> the transformers activation name of the same function.
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
@@ -107,10 +109,45 @@ def _check_same_architecture(name: str, args: dict, converted: nn.Module) -> Non
         raise ReferenceUnavailable(f"transformers cannot express {name} with " + ", ".join(differences))
 
 
+def _torchvision_mvit(name: str, args: dict, device: torch.device) -> Reference:
+    """torchvision's ``MViT`` with the block settings of the tubelet MViTv2 ``name`` (for
+    ``mvitv2_small_16x224`` that is ``mvit_v2_s``), and the tubelet model with its weights."""
+    fixed = dict(pool_mode="conv", qkv_bias=True, rel_pos=True, mlp_ratio=4.0, norm_eps=1e-6, in_chans=3)
+    differences = [f"{key}={args[key]!r}" for key, value in fixed.items() if args[key] != value]
+    if differences:
+        raise ReferenceUnavailable(f"torchvision's MViT cannot express {name} with " + ", ".join(differences))
+    mvit = _import("torchvision.models.video.mvit")
+    version = _import("torchvision").__version__
+    with torch.device("meta"):
+        plans = create_model(name, **args).plans
+    kernel = list(args["pool_kernel"])
+    blocks = [
+        mvit.MSBlockConfig(num_heads=p.num_heads, input_channels=p.dim, output_channels=p.dim_out, kernel_q=kernel,
+                           kernel_kv=kernel, stride_q=list(p.stride_q), stride_kv=list(p.stride_kv))
+        for p in plans
+    ]
+    with torch.device(device):
+        module = mvit.MViT(
+            spatial_size=(args["img_size"], args["img_size"]), temporal_size=args["num_frames"], block_setting=blocks,
+            residual_pool=args["residual_pool"], residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True,
+            dropout=args["drop_rate"], num_classes=args["num_classes"], patch_embed_kernel=tuple(args["patch_kernel"]),
+            patch_embed_stride=tuple(args["patch_stride"]), patch_embed_padding=tuple(args["patch_padding"]),
+        ).eval()
+        tubelet = create_model(name, **args).eval()
+    tubelet.load_state_dict(convert_torchvision_mvit(module.state_dict()))
+    return Reference(
+        library=f"torchvision {version}", module=module, tubelet=tubelet, prepare=lambda video: video, forward=module,
+        note="torchvision.models.video.MViT",
+    )
+
+
 def build_reference(name: str, overrides: dict, device: torch.device) -> Reference:
-    """The transformers model of architecture ``name`` with ``overrides`` (random weights, eval
-    mode, on ``device``) and a tubelet model with its weights; ReferenceUnavailable otherwise."""
+    """The transformers (or, for MViTv2, torchvision) model of architecture ``name`` with
+    ``overrides`` (random weights, eval mode, on ``device``) and a tubelet model with its weights;
+    ReferenceUnavailable otherwise."""
     args = full_arguments(name, overrides)
+    if name.startswith("mvitv2_"):
+        return _torchvision_mvit(name, args, device)
     model_cls, config, version = _hf_config(name, args)
     with torch.device(device):
         module = model_cls(config).eval()
