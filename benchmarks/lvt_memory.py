@@ -30,7 +30,7 @@ from tubelet.models.summary import model_cost
 
 MODELS = {
     "lvt factorised": dict(),
-    "lvt joint": dict(attention_options={"pattern": "joint"}),
+    "lvt joint": dict(attention_options={"groupings": ("joint",)}),
     "softmax joint": dict(attention="joint", attention_options=None),
     "softmax joint (math)": dict(attention="joint", attention_options=None),
 }

@@ -24,18 +24,18 @@ def grouping_key(grouping: str, shape: VideoShape, local_splits=(1, 2, 2), globa
     t, h, w = c[:, :1], c[:, 1:2], c[:, 2:]
     if grouping == "joint":
         return torch.zeros_like(t)
-    if grouping == "space":
+    if grouping == "frame":
         return t
-    if grouping == "time":
+    if grouping == "tube":
         return torch.cat([h, w], dim=1)
-    if grouping == "width":
+    if grouping == "row":
         return torch.cat([t, h], dim=1)
-    if grouping == "height":
+    if grouping == "column":
         return torch.cat([t, w], dim=1)
-    if grouping == "local":
+    if grouping == "window":
         window = torch.tensor([shape.t // local_splits[0], shape.h // local_splits[1], shape.w // local_splits[2]])
         return c // window
-    if grouping == "dilated":
+    if grouping == "stride":
         return c % torch.tensor(global_stride)
     raise ValueError(grouping)
 

@@ -1,5 +1,5 @@
 """The ``linear`` attention scheme against an explicit quadratic re-implementation of each
-pattern, plus Linformer and Orthoformer against their explicit formulas."""
+grouping, plus Linformer and Orthoformer against their explicit formulas."""
 
 import math
 
@@ -27,10 +27,10 @@ def _mask(kind: str, shape: VideoShape, p: int, radius: int = 1) -> torch.Tensor
     """Who attends to whom, written out: [L, L] boolean."""
     t, h, w = _coords(shape, p)
     same = {
-        "space": t[:, None] == t[None, :],
-        "time": (h[:, None] == h[None, :]) & (w[:, None] == w[None, :]),
+        "frame": t[:, None] == t[None, :],
+        "tube": (h[:, None] == h[None, :]) & (w[:, None] == w[None, :]),
         "joint": torch.ones(len(t), len(t), dtype=torch.bool),
-        "window": (t[:, None] - t[None, :]).abs() <= radius,
+        "band": (t[:, None] - t[None, :]).abs() <= radius,
     }[kind]
     same[:p, :] = True  # prefix queries see everything
     same[:, :p] = True  # every query sees the prefix
@@ -42,9 +42,9 @@ def _cos_weights(kind: str, shape: VideoShape, p: int) -> torch.Tensor:
     length = p + shape.num_patches
     t, h, w = _coords(shape, p)
     index = torch.arange(length)
-    if kind == "space":  # sequence [prefix, frame patches]
+    if kind == "frame":  # sequence [prefix, frame patches]
         local, size = torch.where(index < p, index, p + h * shape.w + w), p + shape.spatial
-    elif kind == "time":  # sequence [prefix, tube patches]
+    elif kind == "tube":  # sequence [prefix, tube patches]
         local, size = torch.where(index < p, index, p + t), p + shape.t
     else:
         local, size = index, length
@@ -59,51 +59,52 @@ def _explicit_layer(layer, x: torch.Tensor, shape: VideoShape, kind: str, cos: b
     """One sub-layer with the attention matrix materialised."""
     batch, length, dim = x.shape
     p = length - shape.num_patches
-    q, k, v = layer.qkv(layer.norm(x)).reshape(batch, length, 3, HEADS, dim // HEADS).permute(2, 0, 3, 1, 4)
+    q, k, v = layer.attn.qkv(layer.norm(x)).reshape(batch, length, 3, HEADS, dim // HEADS).permute(2, 0, 3, 1, 4)
     if not layer.shift_after_fixation:
-        k, v = layer._shift(k, shape), layer._shift(v, shape)
-    qf, kf = layer.feature_map(q, is_query=True), layer.feature_map(k, is_query=False)
+        k, v = layer.shift(k, shape), layer.shift(v, shape)
+    qf, kf = layer.features(q, is_query=True), layer.features(k, is_query=False)
     if layer.fixation is not None:
         qf, kf = layer.fixation(qf, kf, v)
     if layer.shift_after_fixation:
-        kf, v = layer._shift(kf, shape), layer._shift(v, shape)
+        kf, v = layer.shift(kf, shape), layer.shift(v, shape)
     scores = qf @ kf.transpose(-2, -1)  # [B, heads, L, L]
     if cos:
         scores = scores * _cos_weights(kind, shape, p)
     scores = scores * _mask(kind, shape, p, radius)
     out = scores / scores.sum(dim=-1, keepdim=True) @ v
-    return x + layer.proj(out.transpose(1, 2).reshape(batch, length, dim))
+    return x + layer.attn.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
 def _explicit(mixer, x, shape, cos=False, radius=1):
-    for layer in mixer.layers:
-        x = _explicit_layer(layer, x, shape, layer.step.kind, cos, radius)
+    for layer in mixer.steps:
+        x = _explicit_layer(layer, x, shape, layer.grouping.name, cos, radius)
     return x
 
 
+FACTORISED, JOINT, BAND = ("frame", "tube"), ("joint",), ("band",)
 CASES = [
-    ("relu", "factorised", {}),
-    ("relu", "joint", {}),
-    ("relu", "windowed", {"window": 1}),
-    ("elu", "factorised", {"fixation": "separate"}),
-    ("sigmoid", "windowed", {"window": 0, "association_order": "after"}),
-    ("performer", "factorised", {"performer_features": 16, "fixation_aggregation": "add"}),
-    ("cosformer", "factorised", {}),
-    ("cosformer", "joint", {"fixation": "none"}),
-    ("cosformer", "windowed", {"window": 1, "spatial_shift": False}),
+    ("relu", FACTORISED, {}),
+    ("relu", JOINT, {}),
+    ("relu", BAND, {"band_radius": 1}),
+    ("elu", FACTORISED, {"fixation": "separate"}),
+    ("sigmoid", BAND, {"band_radius": 0, "association_order": "after"}),
+    ("performer", FACTORISED, {"performer_features": 16, "fixation_aggregation": "add"}),
+    ("cosformer", FACTORISED, {}),
+    ("cosformer", JOINT, {"fixation": "none"}),
+    ("cosformer", BAND, {"band_radius": 1, "spatial_shift": False}),
 ]
 
 
 @pytest.mark.parametrize("prefix", [0, 1])
-@pytest.mark.parametrize("variant, pattern, options", CASES)
-def test_mixer_equals_explicit_quadratic_attention(variant, pattern, options, prefix):
+@pytest.mark.parametrize("variant, groupings, options", CASES)
+def test_mixer_equals_explicit_quadratic_attention(variant, groupings, options, prefix):
     torch.manual_seed(0)
-    mixer = LinearAttention(DIM, HEADS, variant=variant, pattern=pattern, **options).double()
+    mixer = LinearAttention(DIM, HEADS, variant=variant, groupings=groupings, **options).double()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, prefix + SHAPE.num_patches, DIM, generator=g, dtype=torch.float64, requires_grad=True)
     out, shape = mixer(x, SHAPE)
     assert shape == SHAPE
-    expected = _explicit(mixer, x, SHAPE, cos=variant == "cosformer", radius=options.get("window", 1))
+    expected = _explicit(mixer, x, SHAPE, cos=variant == "cosformer", radius=options.get("band_radius", 1))
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-10)
     grad = torch.randn_like(out)
     params = [x] + list(mixer.parameters())
@@ -116,7 +117,8 @@ def test_mixer_equals_explicit_quadratic_attention(variant, pattern, options, pr
 def test_table9_every_variant_composes_with_na_and_ff(variant, na, ff):
     mixer = LinearAttention(
         DIM, HEADS, variant=variant, fixation="cooperative" if ff else "none",
-        temporal_shift=na, spatial_shift=na, linformer_grid=(3, 2, 3), linformer_proj_len=4,
+        temporal_shift=na, spatial_shift=na,
+        **(dict(linformer_grid=(3, 2, 3), linformer_proj_len=4) if variant == "linformer" else {}),
     )
     x = torch.randn(2, 1 + SHAPE.num_patches, DIM, requires_grad=True)
     out, _ = mixer(x, SHAPE)
@@ -138,18 +140,20 @@ def test_registered_and_bad_options():
     assert get_attention("linear") is LinearAttention
     with pytest.raises(ValueError, match="unknown linear attention variant 'softmax'"):
         LinearAttention(DIM, HEADS, variant="softmax")
-    with pytest.raises(ValueError, match="unknown attention pattern 'divided'"):
-        LinearAttention(DIM, HEADS, pattern="divided")
-    with pytest.raises(ValueError, match="windowed pattern needs a kernel variant"):
-        LinearAttention(DIM, HEADS, variant="orthoformer", pattern="windowed")
+    with pytest.raises(ValueError, match="unknown grouping 'divided'"):
+        LinearAttention(DIM, HEADS, groupings=("divided",))
+    with pytest.raises(ValueError, match="band grouping needs a kernel variant"):
+        LinearAttention(DIM, HEADS, variant="orthoformer", groupings=("band",))
+    with pytest.raises(ValueError, match="option 'performer_features' belongs to the linear variants \\['performer'\\], not to variant='relu'"):
+        LinearAttention(DIM, HEADS, performer_features=8)
     with pytest.raises(ValueError, match="association_order"):
         LinearAttention(DIM, HEADS, association_order="during")
     with pytest.raises(ValueError, match="not divisible"):
         LinearAttention(30, 4)
     with pytest.raises(ValueError, match="spatial shift of size 2 needs more than 32 channels"):
         LinearAttention(DIM, HEADS, spatial_shift_size=2)
-    with pytest.raises(ValueError, match="window radius"):
-        LinearAttention(DIM, HEADS, pattern="windowed", window=-1)
+    with pytest.raises(ValueError, match="band radius"):
+        LinearAttention(DIM, HEADS, groupings=("band",), band_radius=-1)
     with pytest.raises(ValueError, match="cannot hold"):
         LinearAttention(DIM, HEADS)(torch.randn(1, 5, DIM), SHAPE)
 
@@ -158,7 +162,7 @@ def test_linformer_equals_explicit_projection():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 1 + 6, 4, generator=g, dtype=torch.float64) for _ in range(3))
     lin = LinformerAttention((1, 2, 3), proj_len=5).double()
-    out = lin(q, k, v, prefix=1, group=(1, 2, 3))
+    out = lin(q, k, v, prefix=1, grid=(1, 2, 3))
     e, f = lin.key_proj.reshape(5, 6), lin.value_proj.reshape(5, 6)
     keys = torch.cat([k[..., :1, :], e @ k[..., 1:, :]], dim=-2)
     values = torch.cat([v[..., :1, :], f @ v[..., 1:, :]], dim=-2)
@@ -174,7 +178,7 @@ def test_linformer_resamples_projections_keeping_total_weight():
     assert e.shape == (3, 24) and f.shape == (3, 24)
     torch.testing.assert_close(e.sum(dim=1), torch.full((3,), 0.5 * 8))
     with pytest.raises(ValueError, match="Linformer got 5 patch keys"):
-        lin(torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4), prefix=0, group=(2, 2, 2))
+        lin(torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4), prefix=0, grid=(2, 2, 2))
     with pytest.raises(ValueError, match="proj_len"):
         LinformerAttention((2, 2, 2), proj_len=0)
 

@@ -87,7 +87,7 @@ def test_feature_maps_values():
 def test_cosformer_core_equals_explicit_cos_weighted_formula():
     q, k, v = _qkv(seed=5, lq=9, lk=12)
     qf, kf = q.relu() + 0.05, k.relu() + 0.05
-    out = KernelAttention(cos_reweighting=True)(qf, kf, v, prefix=0, group=(1, 1, 12))
+    out = KernelAttention(cos_reweighting=True)(qf, kf, v, prefix=0, grid=(1, 1, 12))
     i = torch.arange(1, 10, dtype=torch.float64).unsqueeze(1)
     j = torch.arange(1, 13, dtype=torch.float64).unsqueeze(0)
     a = (qf @ kf.transpose(-2, -1)) * torch.cos(math.pi / 2 * (i - j) / 12)  # M = max(Lq, Lk)
@@ -107,7 +107,7 @@ def test_cos_reweight_shape_and_product():
     torch.testing.assert_close(gram, (f @ f.T) * torch.cos(math.pi / 16 * (p[:, None] - p[None, :])))
 
 
-def test_windowed_core_equals_masked_formula():
+def test_band_core_equals_masked_formula():
     shape = VideoShape(5, 2, 3)
     p, radius = 1, 1
     length = p + shape.num_patches
@@ -120,7 +120,7 @@ def test_windowed_core_equals_masked_formula():
     mask[:p, :] = True
     mask[:, :p] = True
     for cos in (False, True):
-        out = KernelAttention(cos_reweighting=cos).windowed(qf, kf, v, shape, radius)
+        out = KernelAttention(cos_reweighting=cos).attend_band(qf, kf, v, shape, radius)
         a = qf @ kf.transpose(-2, -1)
         if cos:
             pos = torch.arange(1, length + 1, dtype=torch.float64)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tubelet.attention import get_attention, list_attention
-from tubelet.attention.partition import partition, unpartition
+from tubelet.attention.grouping import partition, unpartition
 from tubelet.layers.shape import VideoShape
 
 from masks import coordinates, grouping_key, same, with_prefix
@@ -16,10 +16,10 @@ DIM, HEADS = 16, 4
 SHAPE = VideoShape(4, 4, 6)
 STEPS = {
     "joint": ("joint",),
-    "space": ("space",),
-    "local_global": ("local", "dilated"),
-    "axial": ("time", "width", "height"),
-    "factorised_self": ("space", "time"),
+    "space": ("frame",),
+    "local_global": ("window", "stride"),
+    "axial": ("tube", "row", "column"),
+    "factorised_self": ("frame", "tube"),
 }
 
 
@@ -71,11 +71,11 @@ def test_divided_equals_masked_joint_attention():
     module = build("divided")
     x = fresh_input(1)
     n, t, dim = SHAPE.num_patches, SHAPE.t, DIM
-    frame_of = grouping_key("space", SHAPE).squeeze(1)
+    frame_of = grouping_key("frame", SHAPE).squeeze(1)
 
     def reference(x):
         cls, patches = x[:, :1], x[:, 1:]
-        temporal = module.temporal_attn(module.temporal_norm(patches), mask=same(grouping_key("time", SHAPE)))
+        temporal = module.temporal_attn(module.temporal_norm(patches), mask=same(grouping_key("tube", SHAPE)))
         patches = patches + module.temporal_fc(temporal)
         seq = torch.cat([cls.expand(-1, t, -1), patches], dim=1)  # [B, T copies + T*H*W, D]
         token_frame = torch.cat([torch.arange(t), frame_of])
@@ -91,7 +91,7 @@ def test_factorised_dot_equals_masked_heads():
     """ViViT model 4: heads 0..h/2-1 masked to the frame, heads h/2..h-1 to the time tube."""
     module = build("factorised_dot")
     x = fresh_input(0)
-    space, time = same(grouping_key("space", SHAPE)), same(grouping_key("time", SHAPE))
+    space, time = same(grouping_key("frame", SHAPE)), same(grouping_key("tube", SHAPE))
 
     def reference(x):
         q, k, v = module.attn.split_heads(module.norm(x))

@@ -26,10 +26,10 @@ def test_registered_variants_follow_table7():
     assert (args["embed_dim"], args["depth"], args["num_heads"], args["patch_size"]) == (512, 12, 8, 16)
     assert (args["num_frames"], args["img_size"], args["attention"]) == (16, 224, "linear")
     mixer = model.blocks[0].attn
-    assert isinstance(mixer, LinearAttention) and mixer.variant == "relu" and mixer.pattern == "factorised"
-    assert [layer.step.kind for layer in mixer.layers] == ["space", "time"]
-    assert [s.kind for s in mixer.layers[0].shifts] == ["temporal"] and [s.kind for s in mixer.layers[1].shifts] == ["spatial"]
-    assert mixer.layers[0].fixation.mode == "cooperative" and mixer.layers[0].fixation.shared
+    assert isinstance(mixer, LinearAttention) and mixer.variant == "relu" and mixer.groupings == ("frame", "tube")
+    assert [step.grouping.name for step in mixer.steps] == ["frame", "tube"]
+    assert [s.kind for s in mixer.steps[0].shifts] == ["temporal"] and [s.kind for s in mixer.steps[1].shifts] == ["spatial"]
+    assert mixer.steps[0].fixation.mode == "cooperative" and mixer.steps[0].fixation.shared
 
 
 @pytest.mark.slow
@@ -55,8 +55,8 @@ def test_linear_cost_in_frames():
     [
         {},
         {"variant": "performer", "performer_redraw_interval": 1},
-        {"variant": "cosformer", "pattern": "joint"},
-        {"variant": "elu", "pattern": "windowed", "window": 2},
+        {"variant": "cosformer", "groupings": ("joint",)},
+        {"variant": "elu", "groupings": ("band",), "band_radius": 2},
         {"variant": "linformer", "linformer_grid": (8, 4, 4), "linformer_proj_len": 16},
         {"variant": "orthoformer", "orthoformer_landmarks": 8},
         {"fixation": "separate", "association_order": "after"},

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tubelet.attention.base import MultiHeadAttention
-from tubelet.attention.partition import partition, unpartition
+from tubelet.attention.grouping import partition, unpartition
 from tubelet.attention.registry import register_attention
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.shape import VideoShape

@@ -6,12 +6,12 @@ values, and computes Eq. 3 of the LVT paper through ``functional.linear_attentio
 swappable inner function). Two ways to see a sequence:
 
 - ``forward``: every query attends to every key of its sequence (a frame, a tube, the clip);
-- ``windowed``: a query in frame ``t`` attends to the prefix tokens and to the patches of frames
+- ``attend_band``: a query in frame ``t`` attends to the prefix tokens and to the patches of frames
   ``t - radius .. t + radius``; prefix queries attend to everything. Per-frame key-value states
   ``sum rho(K)^T V`` are summed over each window, so the cost stays linear and no mask exists.
 
 cosFormer (Qin et al. 2022) positions count along the sequence the core is given, prefix tokens
-first; in ``windowed`` they are positions in the whole clip, ``M = P + T*H*W``.
+first; in ``attend_band`` they are positions in the whole clip, ``M = P + T*H*W``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ class KernelAttention(nn.Module):
     """Row-normalised linear attention of features ``[B, heads, L, m]`` and values ``[B, heads, L, e]``.
 
     ``cos_reweighting`` turns on cosFormer's position re-weighting (features become ``2m`` wide).
+    A core of the contract in ``tubelet.attention.core``, with ``attend_band``.
     """
+
+    supports_band = True
 
     def __init__(self, *, cos_reweighting: bool = False, eps: float = DEFAULT_EPS):
         super().__init__()
@@ -53,19 +56,22 @@ class KernelAttention(nn.Module):
         k = cos_reweight(k, sequence_positions(k.shape[-2], k.device), length)
         return q, k
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, prefix: int, group: tuple[int, int, int]) -> torch.Tensor:
-        """``[..., Lq, m], [..., Lk, m], [..., Lk, e] -> [..., Lq, e]`` (``prefix``, ``group`` unused)."""
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, prefix: int, grid: VideoShape) -> torch.Tensor:
+        """``[..., Lq, m], [..., Lk, m], [..., Lk, e] -> [..., Lq, e]`` (``prefix``, ``grid`` unused)."""
         q, k = self._positions(q, k)
         return linear_attention(q, k, v, self.eps)
 
-    def windowed(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shape: VideoShape, radius: int) -> torch.Tensor:
-        """Local temporal window attention over the whole clip ``[B, heads, P + T*H*W, .]``."""
+    def attend_band(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shape: VideoShape, radius: int) -> torch.Tensor:
+        """Band attention over the whole clip: ``q [B, heads, P + T*H*W, m]``, ``k`` and ``v``
+        ``[B, heads, P' + T*H*W, .]`` (``P' >= P`` leading global keys) -> ``[B, heads, P + T*H*W, e]``."""
         q, k = self._positions(q, k)
         batch, heads, length, _ = q.shape
-        p = shape.num_prefix(length)
-        kv_prefix, ksum_prefix = kv_state(k[..., :p, :], v[..., :p, :])  # [B, heads, m, e], [B, heads, m]
+        p, key_prefix = shape.num_prefix(length), shape.num_prefix(k.shape[-2])
+        kv_prefix, ksum_prefix = kv_state(k[..., :key_prefix, :], v[..., :key_prefix, :])  # [B, heads, m, e], [B, heads, m]
         frames = (batch, heads, shape.t, shape.spatial)
-        kv_frames, ksum_frames = kv_state(k[..., p:, :].reshape(*frames, -1), v[..., p:, :].reshape(*frames, -1))  # [B, heads, T, m, e]
+        kv_frames, ksum_frames = kv_state(
+            k[..., key_prefix:, :].reshape(*frames, -1), v[..., key_prefix:, :].reshape(*frames, -1)
+        )  # [B, heads, T, m, e], [B, heads, T, m]
         kv_window = _window_sum(kv_frames, radius, dim=2) + kv_prefix.unsqueeze(2)
         ksum_window = _window_sum(ksum_frames, radius, dim=2) + ksum_prefix.unsqueeze(2)  # [B, heads, T, m]
         patches = attend_state(q[..., p:, :].reshape(*frames, -1), kv_window, ksum_window, self.eps)  # [B, heads, T, H*W, e]

@@ -30,11 +30,13 @@ Grid = tuple[int, int, int]
 
 
 class LinformerAttention(nn.Module):
-    """``forward(q, k, v [B, heads, P + S, d], *, prefix=P, group=(t, h, w)) -> [B, heads, P + S, d]``.
+    """``forward(q, k, v [B, heads, P + S, d], *, prefix=P, grid=(t, h, w)) -> [B, heads, P + S, d]``.
 
     ``reference_group`` is the grid ``(t, h, w)`` of one attention group that ``E`` and ``F``
     are sized for; ``proj_len`` is ``k``.
     """
+
+    supports_band = False
 
     def __init__(self, reference_group: Grid, proj_len: int = 256):
         super().__init__()
@@ -44,20 +46,20 @@ class LinformerAttention(nn.Module):
         self.key_proj = nn.Parameter(torch.randn(proj_len, *reference_group) * size**-0.5)  # E
         self.value_proj = nn.Parameter(torch.randn(proj_len, *reference_group) * size**-0.5)  # F
 
-    def projections(self, group: Grid) -> tuple[torch.Tensor, torch.Tensor]:
+    def projections(self, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
         """``E``, ``F`` as ``[k, t*h*w]`` for a group grid ``(t, h, w)``."""
         reference = tuple(self.key_proj.shape[1:])
-        if tuple(group) == reference:
+        if tuple(grid) == reference:
             return self.key_proj.flatten(1), self.value_proj.flatten(1)
-        scale = math.prod(reference) / math.prod(group)
+        scale = math.prod(reference) / math.prod(grid)
         maps = torch.stack([self.key_proj, self.value_proj], dim=1)  # [k, 2, t0, h0, w0]
-        resized = F.interpolate(maps, size=tuple(group), mode="trilinear", align_corners=False) * scale
+        resized = F.interpolate(maps, size=tuple(grid), mode="trilinear", align_corners=False) * scale
         return resized[:, 0].flatten(1), resized[:, 1].flatten(1)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, prefix: int, group: Grid) -> torch.Tensor:
-        if k.shape[-2] - prefix != math.prod(group):
-            raise ValueError(f"Linformer got {k.shape[-2] - prefix} patch keys for a group grid {tuple(group)}")
-        key_proj, value_proj = self.projections(group)  # [k, S] each
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, prefix: int, grid: Grid) -> torch.Tensor:
+        if k.shape[-2] - prefix != math.prod(grid):
+            raise ValueError(f"Linformer got {k.shape[-2] - prefix} patch keys for a group grid {tuple(grid)}")
+        key_proj, value_proj = self.projections(grid)  # [k, S] each
         keys = torch.cat([k[..., :prefix, :], key_proj.to(k.dtype) @ k[..., prefix:, :]], dim=-2)  # [B, heads, P + k, d]
         values = torch.cat([v[..., :prefix, :], value_proj.to(v.dtype) @ v[..., prefix:, :]], dim=-2)
         return F.scaled_dot_product_attention(q, keys, values)

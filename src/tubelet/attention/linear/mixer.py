@@ -1,31 +1,34 @@
 """The linear attention scheme ``attention="linear"``: kernel attention with feature fixation and
 neighbourhood association (LVT paper, seed 003), and the linear baselines it is compared with.
 
-One residual sub-layer (``LinearAttentionLayer``) per step of the pattern; in each:
+One residual ``AttentionStep`` (``tubelet.attention.step``) per grouping; in each:
 
     h = LayerNorm(x);  Q, K, V = split(qkv(h))
     [neighbourhood association: shift K and V]               (Sec. 4.3; before fixation by default)
     Q~, K~ = rho(Q), rho(K)                                  (kernel feature map, Table 5)
     [feature fixation: Q^, K^ = gamma * Q~, gamma * K~]      (Eq. 4 or 5, Table 4)
     [neighbourhood association after fixation: shift K^, V]  (the ordering ablation)
-    Y = core(Q^, K^, V)                                      (Eq. 3 within the pattern's groups)
+    Y = core(Q^, K^, V)                                      (Eq. 3 within the grouping's groups)
     x = x + DropPath(proj(Y))
 
-``variant`` picks ``rho`` and the core (Table 1, 5 and 9):
+``variant`` picks ``rho`` and the core (Table 1, 5 and 9) from the table ``VARIANTS``:
 
-| variant | rho | core |
-| --- | --- | --- |
-| ``relu`` (default), ``elu``, ``sigmoid`` | ReLU + offset, ELU + 1, sigmoid | Eq. 3 |
-| ``cosformer`` | ReLU + offset | Eq. 3 on cos re-weighted features |
-| ``performer`` | FAVOR+ random features | Eq. 3 |
-| ``linformer`` | identity | softmax over compressed keys |
-| ``orthoformer`` | identity | softmax through orthogonal landmarks |
+| variant | rho | core | its own options |
+| --- | --- | --- | --- |
+| ``relu`` (default), ``elu``, ``sigmoid`` | ReLU + offset, ELU + 1, sigmoid | Eq. 3 | ``relu_offset`` (relu), ``eps`` |
+| ``cosformer`` | ReLU + offset | Eq. 3 on cos re-weighted features | ``relu_offset``, ``eps`` |
+| ``performer`` | FAVOR+ random features | Eq. 3 | ``performer_features``, ``performer_redraw_interval``, ``eps`` |
+| ``linformer`` | identity | softmax over compressed keys | ``linformer_proj_len``, ``linformer_grid`` |
+| ``orthoformer`` | identity | softmax through orthogonal landmarks | ``orthoformer_landmarks`` |
 
-Fixation and neighbourhood association compose with every variant (Table 9). ``pattern`` is
-``factorised`` (space then time, default), ``joint`` or ``windowed`` (Table 6); ``windowed`` needs a
-kernel core. In the factorised pattern the spatial step's keys and values take the temporal shift
-and the temporal step's the spatial shift, as in the LVT code (each step gains the neighbours
-along the axis it does not attend over); joint and windowed steps take both, temporal first.
+An option of another variant is a ValueError naming it.
+
+Fixation and neighbourhood association compose with every variant (Table 9). ``groupings`` names
+the steps (``tubelet.attention.grouping``); Table 6's patterns are ``("frame", "tube")`` (factorised,
+space then time, the default), ``("joint",)`` and ``("band",)`` (windowed: frames ``t - band_radius
+.. t + band_radius``, kernel cores only). A ``frame`` step's keys and values take the temporal
+shift and a ``tube`` step's the spatial shift, as in the LVT code (each step gains the neighbours
+along the axis it does not attend over); other steps take both, temporal first.
 
 Attention dropout (``attn_drop``) drops kernel features of Q and K after fixation, as the LVT
 code does (there is no attention matrix to drop). With Performer, fixation sees the features
@@ -33,11 +36,15 @@ after FAVOR+'s numerical stabiliser (a per-row and per-head scale that cancels i
 in the fixation ratio).
 """
 
+
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, field
+from typing import Callable
+
 from torch import nn
 
+from tubelet.attention.grouping import GROUPINGS, Grouping
 from tubelet.attention.linear.feature_maps import (
     EluPlusOneFeatures,
     IdentityFeatures,
@@ -49,115 +56,97 @@ from tubelet.attention.linear.fixation import FeatureFixation
 from tubelet.attention.linear.functional import DEFAULT_EPS
 from tubelet.attention.linear.kernel import KernelAttention
 from tubelet.attention.linear.linformer import LinformerAttention
-from tubelet.attention.linear.neighbourhood import NeighbourhoodShift
 from tubelet.attention.linear.orthoformer import OrthoformerAttention
-from tubelet.attention.linear.patterns import PATTERNS, GroupStep, WindowStep
 from tubelet.attention.registry import register_attention
-from tubelet.layers.drop_path import DropPath
+from tubelet.attention.shift import ChannelShift
+from tubelet.attention.step import AttentionStep, GroupedAttention
 from tubelet.layers.shape import VideoShape
 
-VARIANTS = ("relu", "elu", "sigmoid", "cosformer", "performer", "linformer", "orthoformer")
 FIXATIONS = ("cooperative", "separate", "none")
 ASSOCIATION_ORDERS = ("before", "after")
 
 
-def _shift_heads(x: torch.Tensor, shift: NeighbourhoodShift, shape: VideoShape) -> torch.Tensor:
-    """Shift ``[B, heads, L, c]`` over its ``heads * c`` channels, head-major."""
-    batch, heads, length, channels = x.shape
-    flat = x.transpose(1, 2).reshape(batch, length, heads * channels)  # [B, L, heads*c]
-    return shift(flat, shape).reshape(batch, length, heads, channels).transpose(1, 2)
+@dataclass(frozen=True)
+class Variant:
+    """One row of the variant table: builders of ``rho`` (from the head width) and of the core
+    (from the step's grouping), both given the variant's own options with defaults applied."""
+
+    features: Callable[[int, dict], nn.Module]
+    core: Callable[[Grouping, dict], nn.Module]
+    defaults: dict = field(default_factory=dict)
 
 
-class LinearAttentionLayer(nn.Module):
-    """One residual sub-layer ``x + DropPath(proj(core(fix(rho(Q)), fix(rho(K)), V))))`` over the
-    groups of ``step``. ``forward(x [B, P + T*H*W, D], shape) -> x``.
+def _kernel_core(grouping: Grouping, options: dict) -> nn.Module:
+    return KernelAttention(eps=options["eps"])
 
-    The feature map, fixation (or None), core and shifts are built by ``LinearAttention``.
-    """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        step: GroupStep | WindowStep,
-        feature_map: nn.Module,
-        core: nn.Module,
-        fixation: FeatureFixation | None,
-        shifts: list[NeighbourhoodShift],
-        shift_after_fixation: bool,
-        qkv_bias: bool,
-        attn_drop: float,
-        proj_drop: float,
-        drop_path: float,
-        norm_eps: float,
-    ):
-        super().__init__()
-        self.num_heads = num_heads
-        self.step = step
-        self.shifts = shifts
-        self.shift_after_fixation = shift_after_fixation
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.feature_map = feature_map
-        self.fixation = fixation
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.core = core
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.drop_path = DropPath(drop_path)
+def _linformer_core(grouping: Grouping, options: dict) -> nn.Module:
+    reference = grouping.group_grid(VideoShape(*options["linformer_grid"]))
+    return LinformerAttention(tuple(reference), options["linformer_proj_len"])
 
-    def _shift(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
-        for shift in self.shifts:
-            x = _shift_heads(x, shift, shape)
-        return x
 
-    def forward(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
-        batch, length, dim = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # [B, heads, L, d] each
-        if not self.shift_after_fixation:
-            k, v = self._shift(k, shape), self._shift(v, shape)
-        q_feat = self.feature_map(q, is_query=True)  # [B, heads, L, m]
-        k_feat = self.feature_map(k, is_query=False)
-        if self.fixation is not None:
-            q_feat, k_feat = self.fixation(q_feat, k_feat, v)
-        q_feat, k_feat = self.attn_drop(q_feat), self.attn_drop(k_feat)
-        if self.shift_after_fixation:
-            k_feat, v = self._shift(k_feat, shape), self._shift(v, shape)
-        out = self.step(self.core, q_feat, k_feat, v, shape)  # [B, heads, L, d]
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
-        return x + self.drop_path(out)
+VARIANTS: dict[str, Variant] = {
+    "relu": Variant(lambda d, o: ReLUFeatures(d, o["relu_offset"]), _kernel_core, {"relu_offset": None, "eps": DEFAULT_EPS}),
+    "elu": Variant(lambda d, o: EluPlusOneFeatures(d), _kernel_core, {"eps": DEFAULT_EPS}),
+    "sigmoid": Variant(lambda d, o: SigmoidFeatures(d), _kernel_core, {"eps": DEFAULT_EPS}),
+    "cosformer": Variant(
+        lambda d, o: ReLUFeatures(d, o["relu_offset"]),
+        lambda g, o: KernelAttention(cos_reweighting=True, eps=o["eps"]),
+        {"relu_offset": None, "eps": DEFAULT_EPS},
+    ),
+    "performer": Variant(
+        lambda d, o: PerformerFeatures(d, o["performer_features"], o["performer_redraw_interval"]),
+        _kernel_core,
+        {"performer_features": None, "performer_redraw_interval": None, "eps": DEFAULT_EPS},
+    ),
+    "linformer": Variant(
+        lambda d, o: IdentityFeatures(d), _linformer_core, {"linformer_proj_len": 256, "linformer_grid": (16, 14, 14)},
+    ),
+    "orthoformer": Variant(
+        lambda d, o: IdentityFeatures(d), lambda g, o: OrthoformerAttention(o["orthoformer_landmarks"]), {"orthoformer_landmarks": 64},
+    ),
+}
+VARIANT_OPTIONS = sorted({name for variant in VARIANTS.values() for name in variant.defaults})
 
-    def extra_repr(self) -> str:
-        return f"step={self.step}, shifts={self.shifts}, shift_after_fixation={self.shift_after_fixation}"
+
+def variant_options(variant: str, given: dict) -> dict:
+    """The options of ``variant`` with its defaults for those not given (None = not given);
+    a given option of another variant is a ValueError naming it and its variants."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown linear attention variant {variant!r}; expected one of {tuple(VARIANTS)}")
+    own = VARIANTS[variant].defaults
+    for name, value in given.items():
+        if value is not None and name not in own:
+            owners = [v for v, row in VARIANTS.items() if name in row.defaults]
+            raise ValueError(f"option {name!r} belongs to the linear variants {owners}, not to variant={variant!r}")
+    return {name: default if given.get(name) is None else given[name] for name, default in own.items()}
 
 
 @register_attention("linear")
-class LinearAttention(nn.Module):
+class LinearAttention(GroupedAttention):
     """Linear video attention (mixer contract): ``forward(x [B, P + T*H*W, D], shape) -> (x, shape)``.
 
-    Defaults are the seed's full model: ReLU kernel, factorised pattern, cooperative fixation
-    from concatenated Q, K, V with a shared ratio, temporal and spatial shift of size 1 applied
-    before fixation.
+    Defaults are the seed's full model: ReLU kernel, factorised space-then-time groupings,
+    cooperative fixation from concatenated Q, K, V with a shared ratio, temporal and spatial
+    shift of size 1 applied before fixation.
 
     Options (``attention_options`` of the video models):
-    - ``variant``: one of ``VARIANTS`` (see the module docstring);
-    - ``pattern``: ``factorised`` | ``joint`` | ``windowed``; ``window``: temporal radius of ``windowed``;
+    - ``variant``: a key of ``VARIANTS``, with its own options (see the module docstring);
+    - ``groupings``: names from ``tubelet.attention.grouping``; ``band_radius``: of ``band``;
     - ``fixation``: ``cooperative`` (Eq. 5) | ``separate`` (Eq. 4) | ``none``;
       ``fixation_inputs``: ``qkv`` | ``qk`` (None: ``qkv`` if cooperative, ``qk`` if separate);
       ``fixation_aggregation``: ``concat`` (None) | ``add`` | ``mul``;
       ``fixation_shared``: one ratio for Q and K;
     - ``temporal_shift``, ``spatial_shift``: neighbourhood association on/off;
-      ``temporal_shift_size``, ``temporal_shift_div``, ``spatial_shift_size``: see ``neighbourhood``;
+      ``temporal_shift_size``, ``temporal_shift_div``, ``spatial_shift_size``: see ``tubelet.attention.shift``;
       ``association_order``: ``before`` (default) or ``after`` fixation;
     - ``relu_offset``: added to ReLU features (None = ``head_dim ** -0.5``, the LVT code's);
     - ``performer_features``, ``performer_redraw_interval``: FAVOR+ feature count (None = head
       dim) and redraw period in training steps (None = fixed);
-    - ``linformer_proj_len``, ``linformer_grid``: compressed length ``k`` and the reference
-      token grid ``(t, h, w)`` its projections are sized for;
-    - ``orthoformer_landmarks``: landmark count;
-    - ``eps``: floor of the linear attention normaliser.
+    - ``linformer_proj_len``, ``linformer_grid``: compressed length ``k`` (256) and the reference
+      token grid ``(t, h, w)`` its projections are sized for (16 x 14 x 14);
+    - ``orthoformer_landmarks``: landmark count (64);
+    - ``eps``: floor of the kernel attention normaliser.
     """
 
     def __init__(
@@ -171,8 +160,8 @@ class LinearAttention(nn.Module):
         drop_path: float = 0.0,
         norm_eps: float = 1e-6,
         variant: str = "relu",
-        pattern: str = "factorised",
-        window: int = 1,
+        groupings: tuple[str, ...] = ("frame", "tube"),
+        band_radius: int = 1,
         fixation: str = "cooperative",
         fixation_inputs: str | None = None,
         fixation_aggregation: str | None = None,
@@ -186,87 +175,53 @@ class LinearAttention(nn.Module):
         relu_offset: float | None = None,
         performer_features: int | None = None,
         performer_redraw_interval: int | None = None,
-        linformer_proj_len: int = 256,
-        linformer_grid: tuple[int, int, int] = (16, 14, 14),
-        orthoformer_landmarks: int = 64,
-        eps: float = DEFAULT_EPS,
+        linformer_proj_len: int | None = None,
+        linformer_grid: tuple[int, int, int] | None = None,
+        orthoformer_landmarks: int | None = None,
+        eps: float | None = None,
     ):
-        super().__init__()
         if dim % num_heads:
             raise ValueError(f"embedding width {dim} is not divisible by num_heads={num_heads}")
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown linear attention variant {variant!r}; expected one of {VARIANTS}")
-        if pattern not in PATTERNS:
-            raise ValueError(f"unknown attention pattern {pattern!r}; expected one of {tuple(PATTERNS)}")
+        options = variant_options(variant, dict(
+            relu_offset=relu_offset, performer_features=performer_features,
+            performer_redraw_interval=performer_redraw_interval, linformer_proj_len=linformer_proj_len,
+            linformer_grid=linformer_grid, orthoformer_landmarks=orthoformer_landmarks, eps=eps,
+        ))
+        if isinstance(groupings, str) or not groupings:
+            raise ValueError(f"groupings must be a non-empty list of names from {GROUPINGS}, got {groupings!r}")
         if fixation not in FIXATIONS:
             raise ValueError(f"unknown feature fixation {fixation!r}; expected one of {FIXATIONS}")
         if association_order not in ASSOCIATION_ORDERS:
             raise ValueError(f"unknown association_order {association_order!r}; expected one of {ASSOCIATION_ORDERS}")
-        if pattern == "windowed" and variant in ("linformer", "orthoformer"):
-            raise ValueError(f"the windowed pattern needs a kernel variant (relu, elu, sigmoid, cosformer, performer), got {variant!r}")
         head_dim = dim // num_heads
-        temporal = NeighbourhoodShift("temporal", temporal_shift_size, temporal_shift_div) if temporal_shift else None
-        spatial = NeighbourhoodShift("spatial", spatial_shift_size) if spatial_shift else None
-        self.variant = variant
-        self.pattern = pattern
+        temporal = ChannelShift("temporal", temporal_shift_size, temporal_shift_div) if temporal_shift else None
+        spatial = ChannelShift("spatial", spatial_shift_size) if spatial_shift else None
+        row = VARIANTS[variant]
 
-        layers = []
-        for kind in PATTERNS[pattern]:
-            feature_map = self._feature_map(variant, head_dim, relu_offset, performer_features, performer_redraw_interval)
-            # Factorised: space gets the temporal shift, time the spatial one; other steps get both.
-            shifts = [s for s in {"space": [temporal], "time": [spatial]}.get(kind, [temporal, spatial]) if s is not None]
+        steps = []
+        for name in groupings:
+            grouping = Grouping(name, radius=band_radius)
+            features = row.features(head_dim, options)
+            core = row.core(grouping, options)
+            if name == "band" and not core.supports_band:
+                raise ValueError(f"the band grouping needs a kernel variant (relu, elu, sigmoid, cosformer, performer), got {variant!r}")
+            # A frame step gets the temporal shift, a tube step the spatial one, others both.
+            shifts = [s for s in {"frame": [temporal], "tube": [spatial]}.get(name, [temporal, spatial]) if s is not None]
             # Fail at construction, naming the option, when the width cannot hold the shift.
-            shift_width = feature_map.num_features if association_order == "after" else head_dim
+            shift_width = features.num_features if association_order == "after" else head_dim
             for shift in shifts:
                 shift.fold(num_heads * shift_width)
-            layers.append(
-                LinearAttentionLayer(
-                    dim,
-                    num_heads,
-                    step=WindowStep(window) if kind == "window" else GroupStep(kind),
-                    feature_map=feature_map,
-                    core=self._core(variant, kind, linformer_grid, linformer_proj_len, orthoformer_landmarks, eps),
-                    fixation=None
-                    if fixation == "none"
-                    else FeatureFixation(
-                        feature_map.num_features,
-                        head_dim,
-                        mode=fixation,
-                        inputs=fixation_inputs or ("qk" if fixation == "separate" else "qkv"),
-                        aggregation=fixation_aggregation or "concat",
-                        shared=fixation_shared,
-                    ),
-                    shifts=shifts,
-                    shift_after_fixation=association_order == "after",
-                    qkv_bias=qkv_bias,
-                    attn_drop=attn_drop,
-                    proj_drop=proj_drop,
-                    drop_path=drop_path,
-                    norm_eps=norm_eps,
-                )
-            )
-        self.layers = nn.ModuleList(layers)
-
-    @staticmethod
-    def _feature_map(variant: str, head_dim: int, relu_offset, performer_features, performer_redraw_interval) -> nn.Module:
-        if variant in ("relu", "cosformer"):
-            return ReLUFeatures(head_dim, relu_offset)
-        if variant == "performer":
-            return PerformerFeatures(head_dim, performer_features, performer_redraw_interval)
-        maps = {"elu": EluPlusOneFeatures, "sigmoid": SigmoidFeatures, "linformer": IdentityFeatures, "orthoformer": IdentityFeatures}
-        return maps[variant](head_dim)
-
-    @staticmethod
-    def _core(variant: str, kind: str, linformer_grid, linformer_proj_len: int, orthoformer_landmarks: int, eps: float) -> nn.Module:
-        if variant == "linformer":
-            t, h, w = linformer_grid
-            reference = {"space": (1, h, w), "time": (t, 1, 1), "joint": (t, h, w)}[kind]
-            return LinformerAttention(reference, linformer_proj_len)
-        if variant == "orthoformer":
-            return OrthoformerAttention(orthoformer_landmarks)
-        return KernelAttention(cos_reweighting=variant == "cosformer", eps=eps)
-
-    def forward(self, x: torch.Tensor, shape: VideoShape) -> tuple[torch.Tensor, VideoShape]:
-        for layer in self.layers:
-            x = layer(x, shape)
-        return x, shape
+            steps.append(AttentionStep(
+                dim, num_heads, grouping,
+                qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, drop_path=drop_path, norm_eps=norm_eps,
+                core=core, features=features,
+                fixation=None if fixation == "none" else FeatureFixation(
+                    features.num_features, head_dim, mode=fixation,
+                    inputs=fixation_inputs or ("qk" if fixation == "separate" else "qkv"),
+                    aggregation=fixation_aggregation or "concat", shared=fixation_shared,
+                ),
+                shifts=tuple(shifts), shift_after_fixation=association_order == "after",
+            ))
+        super().__init__(steps)
+        self.variant = variant
+        self.groupings = tuple(groupings)

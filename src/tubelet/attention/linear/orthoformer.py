@@ -58,8 +58,10 @@ def landmark_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, landma
 
 
 class OrthoformerAttention(nn.Module):
-    """``forward(q, k, v [B, heads, L, d], *, prefix, group) -> [B, heads, L, d]`` (``prefix``
-    and ``group`` are unused: landmarks need no grid)."""
+    """``forward(q, k, v [B, heads, L, d], *, prefix, grid) -> [B, heads, L, d]`` (``prefix``
+    and ``grid`` are unused: landmarks need no grid)."""
+
+    supports_band = False
 
     def __init__(self, num_landmarks: int = 64):
         super().__init__()
@@ -67,7 +69,7 @@ class OrthoformerAttention(nn.Module):
             raise ValueError(f"Orthoformer needs at least one landmark, got num_landmarks={num_landmarks}")
         self.num_landmarks = num_landmarks
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, prefix: int, group: tuple[int, int, int]) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, prefix: int, grid: tuple[int, int, int]) -> torch.Tensor:
         return orthoformer_attention(q, k, v, self.num_landmarks)
 
     def extra_repr(self) -> str:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tubelet.attention.linear.neighbourhood import NeighbourhoodShift, shift_channels, spatial_offsets, temporal_offsets
+from tubelet.attention.shift import ChannelShift, shift_channels, spatial_offsets, temporal_offsets
 from tubelet.layers.shape import VideoShape
 
 
@@ -43,7 +43,7 @@ def test_shift_equals_explicit_index_arithmetic(kind, size, div, channels):
     shape = VideoShape(4, 3, 5)
     g = torch.Generator().manual_seed(channels + size)
     grid = torch.randn(2, *shape, channels, generator=g)
-    shift = NeighbourhoodShift(kind, size, div)
+    shift = ChannelShift(kind, size, div)
     fold = channels // div if kind == "temporal" else channels // (2 * len(shift.offsets))
     assert shift.fold(channels) == fold
     expected = _explicit_shift(grid, shift.offsets, fold)
@@ -65,20 +65,20 @@ def test_temporal_shift_matches_lvt_convention():
 
 def test_shift_is_parameter_free_and_differentiable():
     x = torch.randn(1, 2 * 2 * 2, 16, requires_grad=True)
-    out = NeighbourhoodShift("spatial")(x, VideoShape(2, 2, 2))
+    out = ChannelShift("spatial")(x, VideoShape(2, 2, 2))
     out.sum().backward()
     assert x.grad is not None
-    assert not isinstance(NeighbourhoodShift("temporal"), torch.nn.Module)
+    assert not isinstance(ChannelShift("temporal"), torch.nn.Module)
 
 
 def test_bad_shift_options():
-    with pytest.raises(ValueError, match="unknown neighbourhood shift 'diagonal'"):
-        NeighbourhoodShift("diagonal")
+    with pytest.raises(ValueError, match="unknown channel shift 'diagonal'"):
+        ChannelShift("diagonal")
     with pytest.raises(ValueError, match="size must be >= 1"):
-        NeighbourhoodShift("spatial", size=0)
+        ChannelShift("spatial", size=0)
     with pytest.raises(ValueError, match="divisor"):
-        NeighbourhoodShift("temporal", div=0)
+        ChannelShift("temporal", div=0)
     with pytest.raises(ValueError, match="spatial shift of size 2 needs more than 32 channels"):
-        NeighbourhoodShift("spatial", size=2).fold(32)
+        ChannelShift("spatial", size=2).fold(32)
     with pytest.raises(ValueError, match="cannot hold"):
-        NeighbourhoodShift("temporal")(torch.randn(1, 5, 16), VideoShape(2, 2, 2))
+        ChannelShift("temporal")(torch.randn(1, 5, 16), VideoShape(2, 2, 2))

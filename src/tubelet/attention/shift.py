@@ -1,6 +1,12 @@
-"""Neighbourhood association: parameter-free temporal and spatial shifts of K and V
-(LVT paper, seed 003, Sec. 4.3 and Table 3; shift technique of TSM, Lin et al. 2019, and
-Shift, Wu et al. 2018).
+"""Parameter-free shifts of channels across the token grid (the "shift trick" of TSM, Lin et al.
+2019, and Shift, Wu et al. 2018), used three ways:
+
+- neighbourhood association of the linear video transformer: temporal and spatial shifts of K
+  and V (LVT paper, seed 003, Sec. 4.3 and Table 3);
+- XViT's space-time mixing: a temporal shift of K and V, so that attention within a frame sees
+  channels of frames t-1 and t+1 (Bulat et al. 2021, Sec. 3.2);
+- TSM-ViT: a temporal shift of the whole token stream before each block (Bulat et al. 2021,
+  supplement Eq. 1).
 
 Each key and value is rebuilt from its neighbours by moving channel groups across the token
 grid, zero-filled at the borders:
@@ -66,7 +72,7 @@ def spatial_offsets(size: int) -> list[Offset]:
     return [(0, dh, dw) for dh, dw in itertools.product(span, span) if (dh, dw) != (0, 0)]
 
 
-class NeighbourhoodShift:
+class ChannelShift:
     """One shift of the patch tokens of ``[B, P + T*H*W, C]``: ``kind`` is ``"temporal"`` or
     ``"spatial"``, ``size`` the neighbourhood radius, ``div`` the temporal fold divisor
     (``C // div`` channels per temporal offset). Parameter-free; a plain callable."""
@@ -75,7 +81,7 @@ class NeighbourhoodShift:
 
     def __init__(self, kind: str, size: int = 1, div: int = 8):
         if kind not in self.KINDS:
-            raise ValueError(f"unknown neighbourhood shift {kind!r}; expected one of {self.KINDS}")
+            raise ValueError(f"unknown channel shift {kind!r}; expected one of {self.KINDS}")
         if size < 1:
             raise ValueError(f"{kind} shift size must be >= 1, got {size}")
         if div < 1:
@@ -102,5 +108,11 @@ class NeighbourhoodShift:
         shifted = shift_channels(grid, self.offsets, self.fold(channels)).reshape(batch, -1, channels)  # [B, N, C]
         return torch.cat([x[:, :p], shifted], dim=1)
 
+    def on_heads(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        """The shift of ``[B, heads, L, c]`` over its ``heads * c`` channels, head-major."""
+        batch, heads, length, channels = x.shape
+        flat = x.transpose(1, 2).reshape(batch, length, heads * channels)  # [B, L, heads*c]
+        return self(flat, shape).reshape(batch, length, heads, channels).transpose(1, 2)
+
     def __repr__(self) -> str:
-        return f"NeighbourhoodShift(kind={self.kind!r}, size={self.size}, div={self.div})"
+        return f"ChannelShift(kind={self.kind!r}, size={self.size}, div={self.div})"
