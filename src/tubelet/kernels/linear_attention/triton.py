@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton import knobs
 
 MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
 
@@ -149,8 +150,6 @@ def _config(m: int, e: int, length: int, dtype: torch.dtype) -> dict:
 
 
 def _check_device(*tensors: torch.Tensor) -> None:
-    from triton import knobs
-
     if not all(t.is_cuda for t in tensors) and not knobs.runtime.interpret:
         raise RuntimeError("the 'triton' linear attention backend needs CUDA tensors (on CPU, set TRITON_INTERPRET=1 before tubelet imports it)")
 

@@ -1,0 +1,237 @@
+"""Issue 12's GPU table, side by side in one process: tubelet against transformers on the same
+weights, the linear video transformer with the PyTorch and the Triton linear attention backends,
+and softmax divided attention on the same backbone for comparison; plus a micro-benchmark of the
+linear attention kernels against the copy bandwidth measured in the same run.
+
+Every model row is ``tubelet.bench.run_bench`` (CUDA events, warm-up, median of ``--reps``; MFU
+against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sections:
+
+- ``kernels``: Eq. 3 of the LVT paper alone, torch vs triton backend, at the LVT base shapes
+  (spatial step ``[16 frames, 8 heads, 196, 64]``, temporal step ``[196, 8, 16, 64]``, joint
+  ``[1, 8, 3136, 64]``), bf16, forward and forward + backward, with relative errors against a
+  float64 reference and the bytes moved over the measured copy bandwidth (the floor);
+- ``timesformer``: TimeSformer-B divided 8x224 inference at batch 1 and 32, tubelet vs transformers;
+- ``train``: its training step (AdamW) at batch 16, tubelet vs transformers;
+- ``vivit``, ``videomae``: ViViT-B joint 32x224 at batch 8, VideoMAE-B 16x224 at batch 32;
+- ``lvt``: LVT base 16x224 at batch 1 and 8, torch vs triton backend, and TimeSformer-B divided
+  (our softmax) 16x224 at batch 1 as in the issue's table;
+- ``table8``: the seed's Table 8 grid at batch 1 (16, 32, 64, 96 frames x 224, 448 px, and
+  128x448): LVT torch, LVT triton, and softmax divided attention on the same 512-wide backbone
+  (``attention=divided``), with the speed-up of each LVT backend over softmax;
+- ``memory``: LVT base training steps at 448 px, 16 -> 128 frames, batch 1 (peak memory against frames);
+- ``compiled``: ``torch.compile`` (default mode) rows: TimeSformer-B 8x224 at batch 1 and 32,
+  tubelet and transformers, and LVT base 16x224 at batch 1 and 8 with each backend; each
+  compilation takes tens of seconds, so run this section in a call of its own;
+- ``autotune``: TimeSformer-B 8x224 batch 32 under ``max-autotune`` (minutes of autotuning).
+
+Results go to ``OUT/gpu_throughput.md`` and ``OUT/gpu_throughput.json``, rewritten after every
+section, so a run stopped by a time limit keeps what it measured.
+
+    PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT [--sections kernels lvt ...] [--reps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tubelet.bench import BenchConfig, command_line, markdown, run_bench
+from tubelet.bench.run import linear_backend
+from tubelet.bench.timing import time_repetitions
+from tubelet.engine.files import atomic_write_json, atomic_write_text
+from tubelet.kernels.linear_attention.reference import linear_attention_reference
+
+TSF = "timesformer_divided_base_p16_8x224"
+LVT = "lvt_base_p16_16x224"
+SOFTMAX_ON_LVT = {"attention": "divided"}  # the same backbone with TimeSformer's divided softmax attention
+DEVICE = torch.device("cuda")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One labelled ``BenchConfig``; its compare rows are labelled by library with the same suffix."""
+
+    label: str
+    config: BenchConfig
+
+
+def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tuple[str, str]]]]:
+    """Section name -> (variants, ratio pairs ``(numerator label, denominator label)`` of videos/s)."""
+    run = dict(device="cuda", dtype="bf16", reps=reps, warmup=warmup)
+    table8 = dict(frames=(16, 32, 64, 96), sizes=(224, 448), **run)
+    return {
+        "timesformer": ([Variant("tubelet", BenchConfig(models=(TSF,), batches=(1, 32), compare=True, **run))],
+                        [("tubelet", "transformers")]),
+        "train": ([Variant("tubelet", BenchConfig(models=(TSF,), batches=(16,), mode="train", compare=True, **run))],
+                  [("tubelet", "transformers")]),
+        "vivit": ([Variant("tubelet", BenchConfig(models=("vivit_joint_base_p16t2_32x224",), batches=(8,), compare=True, **run))],
+                  [("tubelet", "transformers")]),
+        "videomae": ([Variant("tubelet", BenchConfig(models=("videomae_base_p16t2_16x224",), batches=(32,), compare=True, **run))],
+                     [("tubelet", "transformers")]),
+        "lvt": ([
+            Variant("lvt torch", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="torch", **run)),
+            Variant("lvt triton", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="triton", **run)),
+            Variant("timesformer-b softmax", BenchConfig(models=(TSF,), frames=(16,), **run)),
+        ], [("lvt triton", "lvt torch"), ("lvt torch", "timesformer-b softmax"), ("lvt triton", "timesformer-b softmax")]),
+        "table8": ([
+            Variant("lvt torch", BenchConfig(models=(LVT,), linear_backend="torch", **table8)),
+            Variant("lvt triton", BenchConfig(models=(LVT,), linear_backend="triton", **table8)),
+            Variant("softmax", BenchConfig(models=(LVT,), overrides=SOFTMAX_ON_LVT, **table8)),
+            Variant("lvt torch", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), linear_backend="torch", **run)),
+            Variant("lvt triton", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), linear_backend="triton", **run)),
+            Variant("softmax", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), overrides=SOFTMAX_ON_LVT, **run)),
+        ], [("lvt torch", "softmax"), ("lvt triton", "softmax"), ("lvt triton", "lvt torch")]),
+        "memory": ([
+            Variant("lvt torch", BenchConfig(models=(LVT,), frames=(16, 32, 64, 128), sizes=(448,), mode="train", linear_backend="torch", **run)),
+            Variant("lvt triton", BenchConfig(models=(LVT,), frames=(16, 32, 64, 128), sizes=(448,), mode="train", linear_backend="triton", **run)),
+        ], [("lvt triton", "lvt torch")]),
+        "compiled": ([
+            Variant("tubelet compiled", BenchConfig(models=(TSF,), batches=(1, 32), compare=True, compile="default", **run)),
+            Variant("lvt torch compiled", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="torch", compile="default", **run)),
+            Variant("lvt triton compiled", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="triton", compile="default", **run)),
+        ], [("tubelet compiled", "transformers compiled"), ("lvt triton compiled", "lvt torch compiled")]),
+        "autotune": ([Variant("tubelet max-autotune", BenchConfig(models=(TSF,), batches=(32,), compile="max-autotune", **run))], []),
+    }
+
+
+def _label(variant: Variant, row: dict) -> str:
+    """``tubelet`` rows keep the variant's label; a reference row takes its library's name in its place."""
+    if row["implementation"] == "tubelet":
+        return variant.label
+    return variant.label.replace("tubelet", row["implementation"].split()[0], 1)
+
+
+def _ratios(rows: list[dict], pairs: list[tuple[str, str]]) -> list[str]:
+    """Markdown rows ``numerator / denominator`` of videos/s for every cell both measured."""
+    speed = defaultdict(dict)
+    for row in rows:
+        if row["status"] == "ok":
+            speed[(row["frames"], row["size"], row["batch"], row["mode"])][row["label"]] = row["videos_per_s"]
+    lines = []
+    for numerator, denominator in pairs:
+        for (frames, size, batch, mode), values in sorted(speed.items()):
+            if numerator in values and denominator in values:
+                lines.append(f"| {numerator} / {denominator} | {mode} | {frames}x{size} | {batch} | "
+                             f"{values[numerator]:.4g} / {values[denominator]:.4g} | {values[numerator] / values[denominator]:.2f}x |")
+    return lines
+
+
+def _bench_section(name: str, variants: list[Variant], pairs: list[tuple[str, str]]) -> tuple[list[dict], str]:
+    rows, parts = [], [f"## {name}", ""]
+    for variant in variants:
+        print(f"[{name}] {variant.label}: {command_line(variant.config)}", file=sys.stderr, flush=True)
+        result = run_bench(variant.config, log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+        for row in result["rows"]:
+            row["label"] = _label(variant, row)
+            row["section"] = name
+        rows += result["rows"]
+        parts += [f"### {variant.label}", "", markdown(result, command_line(variant.config))]
+    ratios = _ratios(rows, pairs)
+    if ratios:
+        parts += ["### ratios of videos/s", "", "| ratio | mode | input | batch | videos/s | ratio |", "| --- | --- | --- | --- | --- | --- |", *ratios, ""]
+    return rows, "\n".join(parts)
+
+
+# ----- the kernels alone -----
+
+KERNEL_SHAPES = {
+    "LVT base spatial step [16, 8, 196, 64]": (16, 8, 196, 64),
+    "LVT base temporal step [196, 8, 16, 64]": (196, 8, 16, 64),
+    "joint pattern [1, 8, 3136, 64]": (1, 8, 3136, 64),
+    "spatial step at 96x448 [96, 8, 784, 64]": (96, 8, 784, 64),
+}
+
+
+def _copy_bandwidth(reps: int) -> float:
+    """Bytes per second of a 1 GiB device-to-device copy, counting bytes read plus bytes written."""
+    src = torch.randn(2**28, device=DEVICE)
+    dst = torch.empty_like(src)
+    seconds = statistics.median(time_repetitions(lambda: dst.copy_(src), DEVICE, warmup=3, reps=reps))
+    return 2 * src.numel() * src.element_size() / seconds
+
+
+def _kernel_section(reps: int, warmup: int) -> tuple[list[dict], str]:
+    from tubelet.attention.linear.functional import linear_attention
+
+    device = DEVICE
+    bandwidth = _copy_bandwidth(reps)
+    lines = [
+        "## kernels", "",
+        f"Eq. 3 alone, bf16, `[B, H, L, m]` with e = m, median of {reps} after {warmup} (CUDA events). Floor: the bytes of "
+        f"q, k, v and the output (forward; backward adds the output gradient and dq, dk, dv, and reads q, k, v "
+        f"again) over the copy bandwidth measured here, {bandwidth / 1e12:.3g} TB/s.", "",
+        "| shape | backend | forward ms | forward floor ms | forward + backward ms | rel. error out | rel. error grads (max) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = []
+    for name, (batch, heads, length, m) in KERNEL_SHAPES.items():
+        g = torch.Generator(device=device).manual_seed(length)
+        q, k = (torch.rand(batch, heads, length, m, device=device, generator=g) + 0.05 for _ in range(2))
+        v = torch.randn(batch, heads, length, m, device=device, generator=g)
+        q, k, v = (t.bfloat16().requires_grad_() for t in (q, k, v))
+        grad = torch.randn(batch, heads, length, m, device=device, generator=g).bfloat16()
+        floor_ms = 4 * q.numel() * 2 / bandwidth * 1e3
+        wide = [t.detach().double().requires_grad_() for t in (q, k, v)]
+        reference = linear_attention_reference(*wide, 1e-6)
+        reference_grads = torch.autograd.grad(reference, wide, grad.double())
+        for backend in ("torch", "triton"):
+            with linear_backend(backend):
+                forward = statistics.median(time_repetitions(lambda: linear_attention(q.detach(), k.detach(), v.detach()), device, warmup=warmup, reps=reps))
+                both = statistics.median(time_repetitions(
+                    lambda: torch.autograd.grad(linear_attention(q, k, v), (q, k, v), grad), device, warmup=warmup, reps=reps))
+                out = linear_attention(q, k, v)
+                grads = torch.autograd.grad(out, (q, k, v), grad)
+
+            def error(a, b):
+                return ((a.double() - b).norm() / b.norm()).item()
+
+            row = dict(section="kernels", shape=name, backend=backend, forward_ms=forward * 1e3, forward_floor_ms=floor_ms,
+                       forward_backward_ms=both * 1e3, error_out=error(out, reference),
+                       error_grads=max(error(a, b) for a, b in zip(grads, reference_grads)), copy_bandwidth=bandwidth)
+            rows.append(row)
+            lines.append(f"| {name} | {backend} | {row['forward_ms']:.4g} | {floor_ms:.3g} | {row['forward_backward_ms']:.4g} | "
+                         f"{row['error_out']:.1e} | {row['error_grads']:.1e} |")
+        del q, k, v, grad, wide, reference, reference_grads
+        torch.cuda.empty_cache()
+    return rows, "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = ["kernels", *_sections(10, 3)]
+    quick = [name for name in names if name not in ("compiled", "autotune")]
+    parser.add_argument("--out", required=True, help="folder for gpu_throughput.md and gpu_throughput.json")
+    parser.add_argument("--sections", nargs="+", default=quick, choices=names, metavar="NAME", help=f"any of {', '.join(names)} (default: all but compiled and autotune)")
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_throughput.py: error: no CUDA device (tubelet bench runs on the CPU instead)")
+    out = Path(args.out)
+    sections = _sections(args.reps, args.warmup)
+    rows, parts = [], [f"# GPU throughput: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+                       f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+                       f"Command: `PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT --sections {' '.join(args.sections)} "
+                       f"--reps {args.reps} --warmup {args.warmup}`", ""]
+    for name in args.sections:
+        start = time.perf_counter()
+        try:
+            section_rows, text = _kernel_section(args.reps, args.warmup) if name == "kernels" else _bench_section(name, *sections[name])
+        except Exception as error:  # one broken section must not lose the others' numbers
+            section_rows, text = [dict(section=name, status="error", message=repr(error))], f"## {name}\n\nfailed: {error!r}\n"
+        rows += section_rows
+        parts.append(text + f"\n({time.perf_counter() - start:.0f} s)\n")
+        atomic_write_text(out / "gpu_throughput.md", "\n".join(parts))
+        atomic_write_json(out / "gpu_throughput.json", rows)
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
