@@ -49,7 +49,7 @@ def layer_norm(x, norm):
 
 
 def table_row(q: int, k: int, i: int, j: int) -> int:
-    """MViTv2 Eq. 4's index: coordinates scaled to the finer grid, distance shifted to >= 0."""
+    """MViTv2's table index: coordinates scaled to the finer grid, distance shifted to >= 0."""
     q_ratio, k_ratio = max(Fraction(k, q), 1), max(Fraction(q, k), 1)
     return math.floor(i * q_ratio - j * k_ratio + (k - 1) * k_ratio)
 

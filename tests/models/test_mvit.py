@@ -31,7 +31,7 @@ def stage_outputs(name: str, **overrides) -> list[tuple[int, tuple[int, int, int
     [("mvitv2_small_16x224", 8, (1, 2, 11, 2)), ("mvitv2_base_32x224", 16, (2, 3, 16, 3))],
 )
 def test_stages_have_the_papers_widths_and_resolutions(name, frames, depths):
-    """MViTv2 (Li et al. 2022, Table 2 for the video models; MViT Table 3): four stages of widths
+    """MViTv2-S and -B (Li et al. 2022; PySlowFast's configs, torchvision's mvit_v2_s): four stages of widths
     96, 192, 384, 768 on grids T/2 x 56^2, 28^2, 14^2, 7^2, Q pooled in each stage's first block."""
     expected = []
     for depth, width, side in zip(depths, (96, 192, 384, 768), (56, 28, 14, 7)):

@@ -1,7 +1,7 @@
-"""Multi-head pooling attention (MViT: Fan et al. 2021, Sec. 3.1; MViTv2: Li et al. 2022, Sec. 4).
+"""Multi-head pooling attention (MViT: Fan et al. 2021, Sec. 3.1; MViTv2: Li et al. 2022, Sec. 4.1).
 
-Queries, keys and values are pooled on the ``(t, h, w)`` token grid before attending (MViT Eq. 1
-and 2): ``Attn(P_Q(Q), P_K(K), P_V(V))``. Each pooling is a strided depthwise 3D convolution
+Queries, keys and values are pooled on the ``(t, h, w)`` token grid before attending (MViT's
+pooling attention): ``Attn(P_Q(Q), P_K(K), P_V(V))``. Each pooling is a strided depthwise 3D convolution
 followed by a LayerNorm over the head width (``mode="conv"``, MViT's "conv pooling"), or a max or
 average pooling without parameters (``"max"``, ``"avg"``). One convolution of width ``d`` is
 shared by all heads, as in both reference implementations. Pooling ``Q`` with stride ``s_Q``
@@ -9,10 +9,11 @@ shrinks the output grid, and with it every later layer; pooling ``K`` and ``V`` 
 only makes attention cheaper (``O(L * L / prod(s_KV))``).
 
 MViTv2 adds
-- decomposed relative positions (Eq. 3-4): ``softmax((Q K^T + E_rel) / ...)`` with
+- decomposed relative positions: ``softmax(Q K^T / sqrt(d) + E_rel) V`` with
   ``E_rel[i, j] = Q_i . (R_t[t(i), t(j)] + R_h[h(i), h(j)] + R_w[w(i), w(j)])``, one learned table
-  per axis indexed by the (stride-scaled) distance of the query's and the key's coordinates;
-- residual pooling (Eq. 5): ``Z = Attn(Q, K, V) + Q`` with the pooled ``Q``.
+  per axis indexed by the (stride-scaled) distance of the query's and the key's coordinates
+  (``E_rel`` is not divided by ``sqrt(d)``, as in torchvision's and PySlowFast's code);
+- the residual pooling connection: ``Z = Attn(Q, K, V) + Q`` with the pooled ``Q``.
 Prefix tokens (the class token) are never pooled but are normalised with the pooled tokens; they
 get no relative position term and no residual ``Q``, as in torchvision and PySlowFast.
 
@@ -112,7 +113,7 @@ def fold_positions(device: torch.device) -> bool:
 
 def relative_index(q_size: int, k_size: int, device: torch.device | None = None) -> torch.Tensor:
     """``[q_size, k_size]`` row of the relative-position table for each query/key coordinate pair
-    (MViTv2 Eq. 4): the coordinates are scaled to the finer of the two grids, and the distance is
+    (MViTv2 Sec. 4.1): the coordinates are scaled to the finer of the two grids, and the distance is
     shifted to start at 0, so the table needs ``2 * max(q_size, k_size) - 1`` rows."""
     q_ratio = max(k_size / q_size, 1.0)
     k_ratio = max(q_size / k_size, 1.0)
@@ -237,7 +238,7 @@ class PoolingAttention(nn.Module):
 
     def relative_terms(self, q: torch.Tensor, prefix: int, q_shape: VideoShape, k_shape: VideoShape) -> list[torch.Tensor]:
         """``Q_i . R_axis[axis(i), c]`` for every grid query ``i`` and key coordinate ``c`` of each
-        axis (MViTv2 Eq. 4): ``[B, heads, T, H, W, kt]``, ``[..., kh]`` and ``[..., kw]``."""
+        axis (MViTv2 Sec. 4.1): ``[B, heads, T, H, W, kt]``, ``[..., kh]`` and ``[..., kw]``."""
         known = (q_shape, k_shape) == (self.q_grid, self.k_grid)
         batch, heads = q.shape[:2]
         grid_q = q[:, :, prefix:].reshape(batch, heads, *q_shape, self.head_dim)  # [B, heads, T, H, W, d]

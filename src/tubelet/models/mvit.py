@@ -3,9 +3,9 @@
 A strided, overlapping 3D convolution embeds the clip (``3 x 7 x 7``, stride ``2 x 4 x 4``: a
 16 x 224 x 224 clip becomes an 8 x 56 x 56 token grid); a class token is prepended; then stages
 of ``MultiscaleBlock``s, each stage wider than the one before and on a coarser grid (MViT,
-Fan et al. 2021, Sec. 3.2 and Table 2). The first block of a stage pools ``Q`` by the stage's
+Fan et al. 2021, Sec. 3.2). The first block of a stage pools ``Q`` by the stage's
 stride (which shrinks the grid for the rest of the network), changes the width in its attention
-(MViTv2 Sec. 4.1, "dim_mul_in_att") and max-pools and projects its skip connection to match.
+(as MViTv2 does; PySlowFast's ``DIM_MUL_IN_ATT``) and max-pools and projects its skip connection to match.
 Keys and values are pooled everywhere, by ``kv_stride`` in the first block and by that stride
 divided by the grid reduction so far afterwards (PySlowFast's "adaptive" KV stride), so that
 every block attends to about the same number of keys. The class token, normalised, feeds the head.
@@ -94,7 +94,7 @@ def plan_blocks(stages: list[MViTStage], grid: VideoShape, kv_stride: Factors, k
 
 
 class MultiscaleBlock(nn.Module):
-    """MViTv2 block (Li et al. 2022, Fig. 2 and Sec. 4.1): ``([B, P + T*H*W, dim], shape) ->
+    """MViTv2 block (Li et al. 2022, Sec. 4): ``([B, P + T*H*W, dim], shape) ->
     ([B, P + T'*H'*W', dim_out], shape')``.
 
         h = norm1(x)
@@ -170,7 +170,7 @@ class MViT(VideoClassifier):
     kernel of every block, ``pool_mode`` ``"conv"`` (MViTv2), ``"max"`` or ``"avg"``;
     ``kv_stride`` the KV pooling stride of the first block. ``drop_rate`` is the dropout before
     the classifier (0.5 in the papers), ``attn_drop_rate`` the dropout on attention weights.
-    ``rel_pos`` and ``residual_pool`` switch MViTv2's two attention changes (its Table 5 and 6).
+    ``rel_pos`` and ``residual_pool`` switch MViTv2's two changes to the attention (its ablations).
     Frames and sizes must be divisible by the strides of the stem and every pooling
     (``fit_multiples``); relative-position tables are interpolated for other inputs.
     """
