@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tubelet.attention.core import SoftmaxCore
 from tubelet.layers.shape import VideoShape
 
 Factors = tuple[int, int, int]
@@ -81,19 +82,6 @@ class HeadConv(nn.Module):
 
     def for_heads(self, heads: int) -> torch.Tensor:
         return self.weight.repeat(heads, 1, 1, 1, 1)  # [heads * d, 1, kt, kh, kw]
-
-
-class SoftmaxCore(nn.Module):
-    """``softmax(Q K^T / sqrt(m) + bias) V`` through ``F.scaled_dot_product_attention``:
-    ``q [N, heads, Lq, m], k [N, heads, Lk, m], v [N, heads, Lk, e] -> [N, heads, Lq, e]``;
-    ``bias`` broadcastable to ``[N, heads, Lq, Lk]``."""
-
-    def __init__(self, attn_drop: float = 0.0):
-        super().__init__()
-        self.attn_drop = attn_drop
-
-    def forward(self, q, k, v, *, prefix: int, grid: VideoShape, bias: torch.Tensor | None = None) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0)
 
 
 # How the relative-position term reaches the softmax: "folded" into q and k (one fused attention
