@@ -27,6 +27,7 @@ from tubelet.cli import main
 from tubelet.convert.hf import (
     HF_DEFAULTS,
     convert_timesformer,
+    convert_hf_module,
     convert_videomae,
     convert_vivit,
     load_converted,
@@ -105,6 +106,20 @@ def test_converted_logits_equal_hugging_face(case, tmp_path):
     assert logits.shape == expected.shape == (2, 3)
     assert (logits - expected).abs().max().item() <= 1e-4
     assert model.class_names == ["class 0", "class 1", "class 2"]
+
+
+@pytest.mark.parametrize("case", ["timesformer_divided", "timesformer_space", "vivit_deep_tubelets", "videomae_no_qv_bias"])
+def test_live_transformers_models_convert_like_saved_folders(case, tmp_path):
+    """``convert_hf_module`` (what ``tubelet bench --compare`` uses) gives the model and logits
+    that ``load_hf_model`` gives from the same model's ``save_pretrained`` folder."""
+    family, config = CASES[case]
+    reference = hf_model(family, config)
+    live, folder = convert_hf_module(reference).eval(), load_hf_model(saved(reference, tmp_path / "hf")).eval()
+    assert live.config == folder.config and live.class_names == folder.class_names
+    video = random_video(config)
+    with torch.no_grad():
+        assert torch.equal(live(video), folder(video))
+        assert (live(video) - hf_logits(reference, video)).abs().max().item() <= 1e-4
 
 
 def test_a_model_without_classifier_converts_to_features(tmp_path):

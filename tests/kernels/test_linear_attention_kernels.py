@@ -135,3 +135,17 @@ def test_backend_switch_runs_the_kernel_inside_a_linear_attention_model():
 )
 def test_kernels_match_reference_on_gpu_at_real_sizes(dtype, tolerance, lead, length, m):
     check_against_reference(*inputs(length + m, lead, length, length, m, 64, dtype=dtype, device="cuda"), tolerance=tolerance)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: torch.compile does not trace the interpreter")
+def test_kernels_compile_in_one_graph_forward_and_backward():
+    """``torch.compile(fullgraph=True)`` fails on any graph break around the kernels."""
+    q, k, v = inputs(11, (4, 8), 197, 197, 64, 64, dtype=torch.bfloat16, device="cuda")
+    compiled = torch.compile(lambda a, b, c: triton_linear_attention(a, b, c, EPS), fullgraph=True)
+    out = compiled(q, k, v)
+    eager = triton_linear_attention(q, k, v, EPS)
+    assert relative_error(out, eager) < 1e-3
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(eager, (q, k, v), grad)):
+        assert relative_error(a, b) < 1e-3
