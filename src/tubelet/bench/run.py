@@ -163,7 +163,12 @@ def _autocast(device: torch.device, dtype: str):
 def measure(impl: Implementation, video: torch.Tensor, config: BenchConfig, device: torch.device, dtype: str) -> dict:
     """Median step time and peak memory of one implementation on one input ``[B, C, T, H, W]``."""
     inputs = impl.prepare(video)
-    forward = torch.compile(impl.forward, mode=config.compile) if config.compile else impl.forward
+    forward = impl.forward
+    if config.compile:
+        # Compile afresh for each cell, for its static shapes: one compiled graph per input, and
+        # no cell falls back to eager because an earlier one used up the recompilation limit.
+        torch._dynamo.reset()
+        forward = torch.compile(impl.forward, mode=config.compile, dynamic=False)
     if config.mode == "infer":
         impl.module.eval()
 
@@ -192,9 +197,20 @@ def measure(impl: Implementation, video: torch.Tensor, config: BenchConfig, devi
     return dict(times_s=times, peak_memory_bytes=peak)
 
 
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """float32 matmuls and convolutions without TF32 (cuDNN allows it by default), then restore."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def check_agreement(first: Implementation, second: Implementation, video: torch.Tensor) -> float:
     """Relative difference ``|a - b| / |b|`` of the two implementations' float32 logits."""
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_float32():
         a = first.forward(first.prepare(video)).float()
         b = second.forward(second.prepare(video)).float()
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
