@@ -104,7 +104,7 @@ def test_factorised_dot_equals_masked_heads():
 
 
 def test_every_softmax_scheme_is_tested():
-    tested = set(STEPS) | {"divided", "factorised_dot"}
+    tested = set(STEPS) | {"divided", "factorised_dot", "xvit", "tsm"}  # the last two in test_mixing.py
     softmax = {name for name in list_attention() if not name.startswith("linear")}
     assert softmax <= tested, f"untested schemes: {softmax - tested}"
 
@@ -130,3 +130,11 @@ def test_grid_that_does_not_divide_is_a_clear_error():
     x = fresh_input(1, VideoShape(3, 4, 6))
     with pytest.raises(ValueError, match="T=3"):
         module(x, VideoShape(3, 4, 6))
+
+
+@pytest.mark.parametrize("name, option", [("joint", "local_splits"), ("joint", "steps"), ("space", "global_stride"), ("axial", "summary")])
+def test_a_scheme_takes_only_its_own_options(name, option):
+    from tubelet.attention.registry import build_attention
+
+    with pytest.raises(ValueError, match=f"attention scheme {name!r} has no option {option!r}"):
+        build_attention(name, DIM, HEADS, **{option: 1})

@@ -6,7 +6,7 @@ module per family of schemes: ``grouped`` (softmax), ``divided``, ``factorised_d
 (XViT, TSM-ViT) and ``linear``.
 """
 
-from tubelet.attention import divided, factorised_dot, grouped, linear  # noqa: F401  (registration)
+from tubelet.attention import divided, factorised_dot, grouped, linear, mixing  # noqa: F401  (registration)
 from tubelet.attention.registry import get_attention, list_attention, register_attention
 
 __all__ = ["get_attention", "list_attention", "register_attention"]
