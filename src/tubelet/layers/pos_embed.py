@@ -73,6 +73,20 @@ class SeparatePosEmbed(nn.Module):
         return x + torch.cat([self.spatial[:, : self.num_prefix], grid], dim=1)
 
 
+class FramePosEmbed(SeparatePosEmbed):
+    """XViT: every frame has its own class token. ``spatial`` ``[1, 1 + h*w, D]`` (row 0 for the
+    frame's class token) plus ``temporal`` ``[1, t, D]`` added to every token of a frame, class
+    token included. Input frame-major, ``[B, t*(1 + h*w), D]``, each frame's class token first."""
+
+    def __init__(self, shape: VideoShape, dim: int):
+        super().__init__(shape, dim, num_prefix=1)
+
+    def forward(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        spatial, temporal = self._resized(shape)
+        frame = torch.cat([self.spatial[:, :1], spatial], dim=1)  # [1, 1 + h*w, D]
+        return x + (frame.unsqueeze(1) + temporal.unsqueeze(2)).reshape(1, -1, x.shape[-1])  # [1, t*(1 + h*w), D]
+
+
 class JointPosEmbed(nn.Module):
     """ViViT model 1: one learned table ``[1, P + t*h*w, D]``."""
 

@@ -11,6 +11,7 @@ from tubelet.layers.pos_embed import JointPosEmbed
 from tubelet.layers.shape import VideoShape
 from tubelet.models.base import VideoClassifier
 from tubelet.models.blocks import drop_path_rates, make_blocks
+from tubelet.models.heads import Prefix, make_head
 from tubelet.models.video_transformer import as_pair
 
 
@@ -23,8 +24,9 @@ class FactorisedEncoder(VideoClassifier):
        frames' summaries.
     2. Temporal encoder: ``temporal_depth`` blocks over the frame summaries with a temporal class
        token and a temporal positional table; ``norm``; the temporal class token is pooled.
-       With ``temporal_depth=0`` the summaries are averaged instead: TimeSformer's space-only model
-       ("S"), which classifies each frame and averages.
+       With ``temporal_depth=0`` an aggregation head over the frames takes its place
+       (``tubelet.models.heads``; ``head=None`` is ``frame_mean``, averaging the summaries):
+       TimeSformer's space-only model ("S"), which classifies each frame and averages.
     """
 
     block_groups = ("blocks", "temporal_blocks")
@@ -42,6 +44,8 @@ class FactorisedEncoder(VideoClassifier):
         embed_dim: int = 768,
         depth: int = 12,
         temporal_depth: int = 4,
+        head: str | None = None,
+        head_options: dict | None = None,
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
@@ -67,12 +71,18 @@ class FactorisedEncoder(VideoClassifier):
         self.blocks = make_blocks(rates[:depth], **block_args)
         self.spatial_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.temporal_blocks = make_blocks(rates[depth:], **block_args)
+        if temporal_depth and head is not None:
+            raise ValueError(f"head={head!r}: ViViT model 2 pools its temporal encoder's class token; head= applies with temporal_depth=0")
+        self.pool = None if temporal_depth else make_head(
+            head or "frame_mean", embed_dim, Prefix(class_token=False, frame_tokens=True), num_heads=num_heads, options=head_options,
+        )
         if temporal_depth:
             self.temporal_cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
             self.temporal_pos_embed = JointPosEmbed(VideoShape(self.grid.t, 1, 1), embed_dim, num_prefix=1)
             self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
+        width = embed_dim if self.pool is None else self.pool.out_dim
+        self.head = nn.Linear(width, num_classes) if num_classes else nn.Identity()
         self.initialise()
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
@@ -84,9 +94,10 @@ class FactorisedEncoder(VideoClassifier):
         frames = torch.cat([self.cls_token.expand(frames.shape[0], -1, -1), frames], dim=1)
         frames = self.pos_drop(self.pos_embed(frames, frame_shape))
         frames, _ = self.run_blocks(self.blocks, frames, frame_shape)
+        if self.pool is not None:  # [B, T' + T'*H'*W', D]: the frames' class tokens, then their patches
+            tokens = torch.cat([frames[:, 0].reshape(batch, shape.t, dim), frames[:, 1:].reshape(batch, -1, dim)], dim=1)
+            return self.pool(tokens, shape, self.spatial_norm)
         summaries = self.spatial_norm(frames[:, 0]).reshape(batch, shape.t, dim)  # [B, T', D]
-        if not self.temporal_blocks:
-            return summaries.mean(dim=1)
         time_shape = VideoShape(shape.t, 1, 1)
         seq = torch.cat([self.temporal_cls_token.expand(batch, -1, -1), summaries], dim=1)  # [B, 1 + T', D]
         seq, _ = self.run_blocks(self.temporal_blocks, self.temporal_pos_embed(seq, time_shape), time_shape)

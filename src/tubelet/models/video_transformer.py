@@ -14,8 +14,7 @@ from tubelet.layers.pos_embed import make_pos_embed
 from tubelet.layers.shape import VideoShape
 from tubelet.models.base import VideoClassifier
 from tubelet.models.blocks import drop_path_rates, make_blocks
-
-HEADS = ("cls", "mean")
+from tubelet.models.heads import Prefix, make_head
 
 
 def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -26,9 +25,10 @@ class VideoTransformer(VideoClassifier):
     """``[B, C, T, H, W] -> [B, num_classes]``.
 
     patch or tubelet embedding -> (class token) -> positional embedding -> ``depth`` blocks of
-    ``attention`` + MLP -> pooling (``head="cls"``: the class token; ``"mean"``: the average of the
-    patch tokens) -> ``norm`` -> dropout -> ``head`` Linear. Normalising after pooling equals the
-    usual final LayerNorm for the class token and is VideoMAE's ``fc_norm`` for the mean.
+    ``attention`` + MLP -> the aggregation head named by ``head`` (``tubelet.models.heads``: ``cls``
+    the class token, ``mean`` the average of the patch tokens, ``frame_mean``, ``taa``; it applies
+    ``norm``) -> dropout -> ``head`` Linear. Normalising after pooling equals the usual final
+    LayerNorm for the class token and is VideoMAE's ``fc_norm`` for the mean.
     ``head_norm_eps`` is that norm's eps when it differs from the blocks' ``norm_eps`` (Hugging
     Face's VideoMAE: 1e-12 in the blocks, LayerNorm's default 1e-5 in ``fc_norm``).
     Inputs of other frame counts or sizes than constructed get resized positional embeddings.
@@ -56,18 +56,14 @@ class VideoTransformer(VideoClassifier):
         pos_embed: str = "separate",
         class_token: bool = True,
         head: str = "cls",
+        head_options: dict | None = None,
         norm_eps: float = 1e-6,
         head_norm_eps: float | None = None,
         act: str = "gelu",
     ):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
-        if head == "cls" and not class_token:
-            raise ValueError("head='cls' needs class_token=True; use head='mean' without a class token")
         self.num_classes = num_classes
         self.num_layers = depth
-        self.pool = head
         self.patch_embed = PatchEmbed(patch_size=patch_size, tubelet_size=tubelet_size, in_chans=in_chans, embed_dim=embed_dim)
         self.grid = self.patch_embed.grid((num_frames, *as_pair(img_size)))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
@@ -80,8 +76,9 @@ class VideoTransformer(VideoClassifier):
             attn_drop=attn_drop_rate, norm_eps=norm_eps, act=act,
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps if head_norm_eps is None else head_norm_eps)
+        self.pool = make_head(head, embed_dim, Prefix(class_token), num_heads=num_heads, options=head_options)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
+        self.head = nn.Linear(self.pool.out_dim, num_classes) if num_classes else nn.Identity()
         self.initialise()
 
     def tokens(self, video: torch.Tensor) -> tuple[torch.Tensor, VideoShape]:
@@ -94,5 +91,4 @@ class VideoTransformer(VideoClassifier):
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, C, T, H, W] -> [B, D]``: pooled, normalised features."""
         x, shape = self.run_blocks(self.blocks, *self.tokens(video))
-        pooled = x[:, 0] if self.pool == "cls" else x[:, shape.num_prefix(x.shape[1]) :].mean(dim=1)
-        return self.norm(pooled)
+        return self.pool(x, shape, self.norm)
