@@ -77,7 +77,7 @@ def test_every_recipe_validates_and_builds_its_pipeline(path):
 
 def test_the_paper_recipes_exist():
     names = {p.stem for p in RECIPES_DIR.glob("*.yaml")}
-    assert {"timesformer_divided_k400_8x224", "vivit_joint_k400_32x224", "lvt_ssv2_16x224", "synth_tiny"} <= names
+    assert {"timesformer_divided_k400_8x224", "vivit_joint_k400_32x224", "lvt_ssv2_16x224", "xvit_ssv2_16x224", "synth_tiny"} <= names
 
 
 def test_unknown_recipe_suggests_a_name():
