@@ -1,20 +1,17 @@
-import random
-
-import numpy as np
 import pytest
 import safetensors.torch
 import torch
 
 from tubelet.engine import checkpoint as ckpt
 from tubelet.engine.checkpoint import (Progress, latest_checkpoint, list_checkpoints, load_state, load_weights,
-                                       mark_best, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state)
+                                       mark_best, resolve_checkpoint, save_checkpoint)
 
 from .tiny import TinyNet
 
 
 def _save(run, model, step, keep_last=2):
     return save_checkpoint(run, model=model, model_config={"architecture": "tiny", "args": {}, "class_names": None},
-                           state={"rng": [rng_state()]}, progress=Progress(0, step, step), keep_last=keep_last)
+                           state={"scheduler": {"last_epoch": step}}, progress=Progress(0, step, step), keep_last=keep_last)
 
 
 def test_keeps_last_n_plus_best_and_resolves(tmp_path, tiny_net):
@@ -29,15 +26,6 @@ def test_keeps_last_n_plus_best_and_resolves(tmp_path, tiny_net):
     assert load_state(first)["progress"] == Progress(0, 1, 1)
     with pytest.raises(FileNotFoundError, match="not a checkpoint"):
         resolve_checkpoint(tmp_path / "nothing")
-
-
-def test_rng_states_round_trip(tmp_path, tiny_net):
-    random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    saved = _save(tmp_path, tiny_net, 1)
-    expected = (random.random(), np.random.rand(), torch.rand(1))
-    random.seed(2), np.random.seed(2), torch.manual_seed(2)
-    set_rng_state(load_state(saved)["rng"][0])
-    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
 def test_killed_while_writing_leaves_previous_checkpoint(tmp_path, tiny_net, monkeypatch):

@@ -32,7 +32,6 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_
     ddp = ckpt.latest_checkpoint(tmp_path / "ddp")
     single = ckpt.latest_checkpoint(tmp_path / "single")
     assert ddp.name == single.name == "step00000006"
-    assert len(ckpt.load_state(ddp)["rng"]) == 2  # each rank's generators, for an exact resume
     ddp_weights = safetensors.torch.load_file(str(ddp / ckpt.WEIGHTS))
     single_weights = safetensors.torch.load_file(str(single / ckpt.WEIGHTS))
     for key, value in single_weights.items():

@@ -26,7 +26,7 @@ def test_a_model_overfits_one_batch():
         return classification_loss(logits, target, multi_label=False, label_smoothing=0.0)
 
     losses = [train_step(state, [batch], device=torch.device("cpu"), amp_dtype=None, clip_grad=1.0, loss_fn=loss_fn,
-                         mixup=None, mixup_seed=0)["loss"] for _ in range(60)]
+                         mixup=None, seed=0)["loss"] for _ in range(60)]
     assert losses[0] > 1.0 and losses[-1] < 0.05
     model.eval()
     assert model(batch["video"]).argmax(1).tolist() == [0, 1, 2, 3]

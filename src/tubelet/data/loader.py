@@ -143,6 +143,7 @@ def build_train_loader(
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(derive_seed(seed, rank)),  # not the global one, the model's
     )
 
 

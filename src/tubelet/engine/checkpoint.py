@@ -5,7 +5,8 @@ A checkpoint folder ``RUN/checkpoints/step00001234/`` holds
   config.json         architecture, constructor arguments and class names
   recipe.yaml         the run's resolved config (frames, size, sampling and views for testing)
   ema.safetensors     the averaged weights, when EMA is on
-  state.pt            optimiser, scheduler, grad scaler, RNG states of every rank, progress, metrics
+  state.pt            optimiser, scheduler, grad scaler, progress (no generator states: training
+                      seeds its generators from the progress, see ``tubelet.engine.train``)
 It is assembled in a hidden temporary folder, every file fsynced, then renamed into place, so a
 process killed while saving leaves the previous checkpoints untouched and no partial folder under a
 checkpoint's name. ``best.json`` names the best checkpoint and is itself replaced atomically.
@@ -15,13 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -48,26 +47,6 @@ class Progress:
     global_step: int = 0
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch and CUDA generator states (NumPy's key as a tensor, for ``weights_only`` loading)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
 
@@ -91,7 +70,7 @@ def save_checkpoint(
     """Write ``RUN/checkpoints/step<global_step>/`` atomically and prune old ones; returns its path.
 
     ``model_config`` is the JSON written as config.json; ``state`` holds the optimiser, scheduler,
-    scaler and RNG states (anything ``torch.save`` can store and ``weights_only`` can load);
+    and scaler states (anything ``torch.save`` can store and ``weights_only`` can load);
     ``recipe`` is the run's config as YAML text.
     """
     folder = Path(run_dir) / CHECKPOINTS

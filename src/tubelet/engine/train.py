@@ -5,10 +5,19 @@ One optimiser step sees ``train.batch_size`` clips: ``accum_steps`` micro-batche
 loss of a micro-batch is divided by ``accum_steps`` and DDP averages over processes, so the
 gradient is the mean over the whole batch either way.
 
-Resuming is exact: a checkpoint stores the step within the epoch, the RNG states of every rank,
-and everything stateful (optimiser, scheduler, grad scaler, EMA); the data order and every
-augmentation are functions of (seed, epoch, sample) and mixup draws from (seed, epoch, step), so
-a resumed run continues with the batches and random draws the uninterrupted run would have used.
+Randomness has one owner per purpose, each a function of the seed and of where training stands,
+so that a run killed at any moment and resumed from its last checkpoint continues with the draws
+the uninterrupted run made:
+  data order     the sampler's permutation of (seed, epoch), sharded by rank
+  augmentation   each sample's generator, seeded by (seed, epoch, index)
+  mixup/cutmix   a generator of (seed, global step, rank, micro-batch)
+  the model      dropout and drop path draw from torch's global generators, which ``train_step``
+                 reseeds from (seed, global step, rank) before each step; Performer's random
+                 features are redrawn between steps from their own state (a buffer)
+A checkpoint stores the progress and everything else stateful (optimiser, scheduler, grad
+scaler, EMA). Because no generator state is carried across steps, a run resumed on another
+number of processes continues with the same data order and the same global batches; only the
+split of each batch over the ranks and so the dropout masks differ (and float reductions).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from tubelet.data.loader import build_eval_loader, build_train_loader
 from tubelet.data.mixup import MixupCutmix
 from tubelet.engine import checkpoint as ckpt
 from tubelet.engine.config import Config, config_to_dict, load_config, save_config
-from tubelet.engine.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown_distributed
+from tubelet.engine.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from tubelet.engine.ema import ModelEma
 from tubelet.engine.evaluate import evaluate
 from tubelet.engine.inputs import eval_dataset, read_split, train_dataset, train_split
@@ -82,17 +91,32 @@ class TrainState:
     progress: ckpt.Progress
 
 
+_MODEL_STREAM, _MIXUP_STREAM = 0, 1  # the two generators seeded from a step's seed
+
+
+def advance_random_features(model: nn.Module) -> None:
+    """Tell the modules that keep random features (Performer's ``after_optimizer_step``) that a step is done."""
+    for module in model.modules():
+        hook = getattr(module, "after_optimizer_step", None)
+        if hook is not None:
+            hook()
+
+
 def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.device, amp_dtype: torch.dtype | None,
-               clip_grad: float | None, loss_fn: Callable, mixup: MixupCutmix | None,
-               mixup_seed: int) -> dict[str, float]:
-    """One optimiser step over ``micro_batches`` (gradient accumulation); returns loss, lr, grad norm."""
+               clip_grad: float | None, loss_fn: Callable, mixup: MixupCutmix | None, seed: int) -> dict[str, float]:
+    """One optimiser step over ``micro_batches`` (gradient accumulation); returns loss, lr, grad norm.
+
+    ``seed`` (a function of the run's seed, the global step and the rank) seeds torch's global
+    generators, which dropout and drop path draw from, and each micro-batch's mixup generator."""
     state.model.train()
+    torch.manual_seed(derive_seed(seed, _MODEL_STREAM))  # CPU and every CUDA device
     total = torch.zeros((), device=device)
     for i, batch in enumerate(micro_batches):
         video = batch["video"].to(device, non_blocking=True)  # [B, C, T, H, W]
         target = batch["label"].to(device, non_blocking=True)
         if mixup is not None:
-            video, target = mixup(video, target, generator=torch.Generator().manual_seed(derive_seed(mixup_seed, i)))
+            generator = torch.Generator().manual_seed(derive_seed(seed, _MIXUP_STREAM, i))
+            video, target = mixup(video, target, generator=generator)
         last = i == len(micro_batches) - 1
         no_sync = state.model.no_sync() if isinstance(state.model, DistributedDataParallel) and not last else nullcontext()
         with no_sync:
@@ -110,6 +134,7 @@ def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.de
     state.scaler.update()
     state.optimizer.zero_grad(set_to_none=True)
     state.scheduler.step()
+    advance_random_features(state.module)
     if state.ema is not None:
         state.ema.update(state.module)
     return {"loss": float(total), "lr": lr, "grad_norm": grad_norm}
@@ -127,9 +152,8 @@ def train_one_epoch(state: TrainState, loader: torch.utils.data.DataLoader, *, s
         micro = [next(batches) for _ in range(accum_steps)]
         for batch in micro:
             failures.update(batch["failed"], len(batch["index"]))
-        mixup_seed = derive_seed(seed, state.progress.epoch, state.progress.step_in_epoch, rank)
         stats = train_step(state, micro, device=device, amp_dtype=amp_dtype, clip_grad=clip_grad, loss_fn=loss_fn,
-                           mixup=mixup, mixup_seed=mixup_seed)
+                           mixup=mixup, seed=derive_seed(seed, state.progress.global_step, rank))
         state.progress.step_in_epoch += 1
         state.progress.global_step += 1
         yield {**stats, "clips": sum(len(b["index"]) for b in micro)}
@@ -161,12 +185,11 @@ def _checkpoint_state(state: TrainState, config: Config) -> dict:
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict(),
-        "rng": gather_objects(ckpt.rng_state()),  # one entry per rank
     }
 
 
 def _save(run_dir: Path, state: TrainState, config: Config, dist: DistContext) -> Path | None:
-    """A checkpoint of the current step (collective: every rank must call it; rank 0 writes)."""
+    """A checkpoint of the current step (every rank calls it; rank 0 writes)."""
     payload = _checkpoint_state(state, config)
     if not dist.is_main:
         return None
@@ -177,7 +200,7 @@ def _save(run_dir: Path, state: TrainState, config: Config, dist: DistContext) -
     )
 
 
-def _restore(state: TrainState, checkpoint: Path, dist: DistContext) -> None:
+def _restore(state: TrainState, checkpoint: Path) -> None:
     ckpt.load_weights(state.module, checkpoint / ckpt.WEIGHTS)
     if state.ema is not None:
         ckpt.load_weights(state.ema.module, checkpoint / ckpt.EMA_WEIGHTS)
@@ -185,8 +208,6 @@ def _restore(state: TrainState, checkpoint: Path, dist: DistContext) -> None:
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.scaler.load_state_dict(saved["scaler"])
-    rng = saved["rng"]
-    ckpt.set_rng_state(rng[dist.rank] if len(rng) == dist.world_size else rng[0])
     state.progress = saved["progress"]
 
 
@@ -255,12 +276,10 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
     scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
     state = TrainState(running, model, optimizer, scheduler, scaler, ema, ckpt.Progress())
     if resume_from is not None:
-        _restore(state, resume_from, dist)
+        _restore(state, resume_from)
         if dist.is_main:
             print(f"resuming from {resume_from} (epoch {state.progress.epoch + 1}, step "
                   f"{state.progress.step_in_epoch} of {steps_per_epoch})", file=stream)
-    else:
-        torch.manual_seed(derive_seed(train_cfg.seed, dist.rank))  # dropout / drop path differ per rank
 
     mixup = None
     if config.data.mixup_alpha > 0 or config.data.cutmix_alpha > 0:
@@ -321,7 +340,6 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
             result = evaluate(ema.module if ema else model, val_loader, device=dist.device, amp_dtype=amp_dtype,
                               multi_label=multi_label)
             metrics = result.metrics
-        # saved after validation, so that the RNG state it holds is the one training continues with
         saved = _save(run_dir, state, config, dist)
         if validate:
             if dist.is_main:
