@@ -10,6 +10,8 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   (spatial step ``[16 frames, 8 heads, 196, 64]``, temporal step ``[196, 8, 16, 64]``, joint
   ``[1, 8, 3136, 64]``), bf16, forward and forward + backward, with relative errors against a
   float64 reference and the bytes moved over the measured copy bandwidth (the floor);
+- ``profile``: one LVT base 16x224 forward at batch 1 under ``torch.profiler`` with each backend:
+  kernel launches, CPU and GPU time, the operators with GPU time called most often;
 - ``timesformer``: TimeSformer-B divided 8x224 inference at batch 1 and 32, tubelet vs transformers;
 - ``train``: its training step (AdamW) at batch 16, tubelet vs transformers;
 - ``vivit``, ``videomae``: ViViT-B joint 32x224 at batch 8, VideoMAE-B 16x224 at batch 32;
@@ -44,7 +46,7 @@ import torch
 
 from tubelet.bench import BenchConfig, command_line, markdown, run_bench
 from tubelet.bench.run import linear_backend
-from tubelet.bench.timing import time_repetitions
+from tubelet.bench.timing import synchronize, time_repetitions
 from tubelet.engine.files import atomic_write_json, atomic_write_text
 from tubelet.kernels.linear_attention.reference import linear_attention_reference
 
@@ -203,9 +205,47 @@ def _kernel_section(reps: int, warmup: int) -> tuple[list[dict], str]:
     return rows, "\n".join(lines) + "\n"
 
 
+# ----- where LVT's time goes -----
+
+def _profile_section(reps: int, warmup: int) -> tuple[list[dict], str]:
+    """One LVT base 16x224 forward at batch 1 (bf16, inference) under ``torch.profiler`` with each
+    backend: CUDA kernel launches, CPU and GPU time, and the kernel-launching operators called most."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from tubelet.models.registry import create_model
+    from tubelet.models.summary import default_input_size
+
+    with torch.device(DEVICE):
+        model = create_model(LVT).eval()
+        video = torch.randn(1, *default_input_size(LVT))  # [1, C, T, H, W]
+    lines = ["## profile", "", f"{LVT} at its default input, batch 1, bf16 inference, one forward after {warmup} warm-up passes.", "",
+             "| backend | CUDA kernels launched | CPU ms | GPU kernel ms | operators with GPU time, most called |", "| --- | --- | --- | --- | --- |"]
+    rows = []
+    for backend in ("torch", "triton"):
+        with linear_backend(backend), torch.inference_mode(), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            for _ in range(warmup):
+                model(video)
+            synchronize(DEVICE)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                start = time.perf_counter()
+                model(video)
+                cpu_ms = (time.perf_counter() - start) * 1e3
+                synchronize(DEVICE)
+        events = prof.key_averages()
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        gpu_ms = sum(e.device_time for e in kernels) / 1e3
+        launching = [e for e in events if e.key.startswith("aten::") and e.device_time_total > 0]  # views launch nothing
+        top = sorted(launching, key=lambda e: e.count, reverse=True)[:6]
+        top_text = ", ".join(f"{e.key} x{e.count}" for e in top)
+        rows.append(dict(section="profile", backend=backend, cuda_kernels=len(kernels), cpu_ms=cpu_ms, gpu_ms=gpu_ms, top=top_text))
+        lines.append(f"| {backend} | {len(kernels)} | {cpu_ms:.3g} | {gpu_ms:.3g} | {top_text} |")
+    return rows, "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    names = ["kernels", *_sections(10, 3)]
+    special = {"kernels": _kernel_section, "profile": _profile_section}
+    names = [*special, *_sections(10, 3)]
     quick = [name for name in names if name not in ("compiled", "autotune")]
     parser.add_argument("--out", required=True, help="folder for gpu_throughput.md and gpu_throughput.json")
     parser.add_argument("--sections", nargs="+", default=quick, choices=names, metavar="NAME", help=f"any of {', '.join(names)} (default: all but compiled and autotune)")
@@ -223,7 +263,7 @@ def main() -> None:
     for name in args.sections:
         start = time.perf_counter()
         try:
-            section_rows, text = _kernel_section(args.reps, args.warmup) if name == "kernels" else _bench_section(name, *sections[name])
+            section_rows, text = special[name](args.reps, args.warmup) if name in special else _bench_section(name, *sections[name])
         except Exception as error:  # one broken section must not lose the others' numbers
             section_rows, text = [dict(section=name, status="error", message=repr(error))], f"## {name}\n\nfailed: {error!r}\n"
         rows += section_rows
