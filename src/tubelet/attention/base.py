@@ -42,6 +42,10 @@ class MultiHeadAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]
 
+    def to_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, L, D] -> [B, heads, L, d]`` (a view)."""
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **core_args) -> torch.Tensor:
         """``[..., Lq, d], [..., Lk, d], [..., Lk, e] -> [..., Lq, e]`` through the core, all keys one group."""
         return self.core(q, k, v, **core_args)

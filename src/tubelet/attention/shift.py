@@ -29,36 +29,34 @@ from __future__ import annotations
 import itertools
 
 import torch
+import torch.nn.functional as F
 
 from tubelet.layers.shape import VideoShape
 
 Offset = tuple[int, int, int]
 
 
-def _shift_axis(x: torch.Tensor, offset: int, dim: int) -> torch.Tensor:
-    """``out[i] = x[i + offset]`` along ``dim``, zero where ``i + offset`` leaves the axis."""
-    if offset == 0:
-        return x
-    size = x.shape[dim]
-    if abs(offset) >= size:
-        return torch.zeros_like(x)
-    kept = x.narrow(dim, max(offset, 0), size - abs(offset))
-    zeros = torch.zeros_like(x.narrow(dim, 0, abs(offset)))
-    return torch.cat([kept, zeros] if offset > 0 else [zeros, kept], dim=dim)
-
-
 def shift_channels(grid: torch.Tensor, offsets: list[Offset], fold: int) -> torch.Tensor:
-    """``[B, T, H, W, C] -> [B, T, H, W, C]``: channels ``[g*fold, (g+1)*fold)`` at ``(t, h, w)``
+    """``[B, T, H, W, *M, C] -> [B, T, H, W, *M, C]``: channels ``[g*fold, (g+1)*fold)`` at ``(t, h, w)``
     take the value at ``(t, h, w) + offsets[g]`` (zero outside the grid); channels from
-    ``len(offsets) * fold`` on are unchanged."""
+    ``len(offsets) * fold`` on are unchanged.
+
+    One zero-padding of the moved channels and one concatenation of windows into it (views):
+    two kernels whatever the number of offsets, where shifting each group alone takes several.
+    """
     if fold < 1 or len(offsets) * fold > grid.shape[-1]:
         raise ValueError(f"cannot shift {len(offsets)} groups of {fold} channels within {grid.shape[-1]} channels")
-    pieces = []
-    for group, (dt, dh, dw) in enumerate(offsets):
-        part = grid[..., group * fold : (group + 1) * fold]
-        pieces.append(_shift_axis(_shift_axis(_shift_axis(part, dt, 1), dh, 2), dw, 3))
-    pieces.append(grid[..., len(offsets) * fold :])
-    return torch.cat(pieces, dim=-1)
+    moved = len(offsets) * fold
+    pad = [max(abs(offset[axis]) for offset in offsets) for axis in range(3)]  # per T, H, W
+    # F.pad pads the last dimensions first: C and the middle dimensions M unpadded, then W, H, T.
+    unpadded = (0, 0) * (grid.ndim - 4)
+    padded = F.pad(grid[..., :moved], (*unpadded, pad[2], pad[2], pad[1], pad[1], pad[0], pad[0]))  # [B, T+2pt, H+2ph, W+2pw, *M, moved]
+    t, h, w = grid.shape[1:4]
+    pieces = [
+        padded[:, pad[0] + dt : pad[0] + dt + t, pad[1] + dh : pad[1] + dh + h, pad[2] + dw : pad[2] + dw + w, ..., g * fold : (g + 1) * fold]
+        for g, (dt, dh, dw) in enumerate(offsets)
+    ]
+    return torch.cat([*pieces, grid[..., moved:]], dim=-1)
 
 
 def temporal_offsets(size: int) -> list[Offset]:
@@ -102,11 +100,12 @@ class ChannelShift:
         return fold
 
     def __call__(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
-        batch, channels = x.shape[0], x.shape[-1]
+        """``[B, P + T*H*W, *M, C] -> [B, P + T*H*W, *M, C]`` (``M``: e.g. K and V stacked)."""
+        batch, middle, channels = x.shape[0], x.shape[2:-1], x.shape[-1]
         p = shape.num_prefix(x.shape[1])
-        grid = x[:, p:].reshape(batch, shape.t, shape.h, shape.w, channels)  # [B, T, H, W, C]
-        shifted = shift_channels(grid, self.offsets, self.fold(channels)).reshape(batch, -1, channels)  # [B, N, C]
-        return torch.cat([x[:, :p], shifted], dim=1)
+        grid = x[:, p:].reshape(batch, shape.t, shape.h, shape.w, *middle, channels)  # [B, T, H, W, *M, C]
+        shifted = shift_channels(grid, self.offsets, self.fold(channels)).reshape(batch, -1, *middle, channels)  # [B, N, *M, C]
+        return torch.cat([x[:, :p], shifted], dim=1) if p else shifted
 
     def on_heads(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
         """The shift of ``[B, heads, L, c]`` over its ``heads * c`` channels, head-major."""

@@ -26,11 +26,10 @@ from tubelet.layers.shape import VideoShape
 
 
 def frame_summaries(x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
-    """XViT's summary tokens: ``[B, heads, P + T*H*W, c] -> [B, heads, T, c]``, the mean of each
-    frame's patch tokens (the paper's ``phi`` = spatial averaging, ``R = 1`` per frame)."""
-    p = shape.num_prefix(x.shape[-2])
-    batch, heads, _, channels = x.shape
-    return x[..., p:, :].reshape(batch, heads, shape.t, shape.spatial, channels).mean(dim=3)
+    """XViT's summary tokens: ``[B, P + T*H*W, *M, C] -> [B, T, *M, C]``, the mean of each frame's
+    patch tokens (the paper's ``phi`` = spatial averaging, ``R = 1`` per frame)."""
+    p = shape.num_prefix(x.shape[1])
+    return x[:, p:].unflatten(1, (shape.t, shape.spatial)).mean(dim=2)
 
 
 class AttentionStep(nn.Module):
@@ -77,7 +76,8 @@ class AttentionStep(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def shift(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
-        """Every shift of this step applied to ``[B, heads, L, c]`` in order."""
+        """Every shift of this step applied to ``[B, heads, L, c]`` in order (the order ablation's
+        shifts of fixed features; before fixation the step shifts K and V in ``[B, L, 2, D]``)."""
         for shift in self.shifts:
             x = shift.on_heads(x, shape)
         return x
@@ -86,10 +86,16 @@ class AttentionStep(nn.Module):
         """What the core sees, before grouping: ``Q^, K^ [B, heads, L, m]``, ``V [B, heads, L, d]``,
         and the summary keys and values ``[B, heads, T, d]`` (None without ``summary``), which
         average the frames' unshifted K and V."""
-        q, k, v = self.attn.split_heads(self.norm(x))  # [B, heads, L, d] each
-        shared = (frame_summaries(k, shape), frame_summaries(v, shape)) if self.summary else None
+        qkv = self.attn.qkv(self.norm(x)).unflatten(-1, (3, -1))  # [B, L, 3, D]
+        q, kv = qkv[:, :, 0], qkv[:, :, 1:]  # [B, L, D], [B, L, 2, D]: K and V shift together
+        shared = None
+        if self.summary:
+            summaries = frame_summaries(kv, shape)  # [B, T, 2, D]
+            shared = (self.attn.to_heads(summaries[:, :, 0]), self.attn.to_heads(summaries[:, :, 1]))
         if not self.shift_after_fixation:
-            k, v = self.shift(k, shape), self.shift(v, shape)
+            for shift in self.shifts:
+                kv = shift(kv, shape)
+        q, k, v = self.attn.to_heads(q), self.attn.to_heads(kv[:, :, 0]), self.attn.to_heads(kv[:, :, 1])  # [B, heads, L, d]
         if self.features is not None:
             q, k = self.features(q, is_query=True), self.features(k, is_query=False)  # [B, heads, L, m]
             if self.fixation is not None:
