@@ -7,10 +7,9 @@
 # Usage: bash benchmarks/order_classes.sh WORKDIR [key=value ...]   (e.g. train.device=cuda)
 set -euo pipefail
 work=${1:?usage: order_classes.sh WORKDIR [overrides]}; shift
+recipe=$(cd "$(dirname "$0")/.." && pwd)/recipes/xvit_synth_tiny.yaml
 mkdir -p "$work"; cd "$work"
 [ -f synth_data/train.csv ] || tubelet synth synth_data --videos-per-class 40 --frames 16 --size 32
-recipe=$(dirname "$0")/../recipes/xvit_synth_tiny.yaml
-[ -f "$recipe" ] || recipe="$OLDPWD/$(dirname "$0")/../recipes/xvit_synth_tiny.yaml"
 for model in xvit_tiny_p8_8x32 timesformer_space_tiny_p8_8x32; do
   tubelet train "$recipe" model=$model train.progress=false "$@" --out runs/$model > train_$model.log
   tubelet eval runs/$model --data synth_data/val.csv --views 1x1 --out eval_$model > /dev/null
