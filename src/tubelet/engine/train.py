@@ -36,6 +36,7 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from tubelet.convert.imagenet import init_from_image, is_image_checkpoint
 from tubelet.data.datasets import derive_seed
 from tubelet.data.failures import FailureTracker
 from tubelet.data.loader import build_eval_loader, build_train_loader
@@ -245,8 +246,11 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
     torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
     model = build_model(config, videos.num_classes, list(videos.class_names))
     if train_cfg.init:
-        for note in ckpt.load_weights(model, ckpt.resolve_checkpoint(train_cfg.init) / ckpt.WEIGHTS,
-                                      new_head=train_cfg.new_head):
+        if is_image_checkpoint(train_cfg.init):  # an image ViT: tubelet.convert.imagenet's rules
+            notes = init_from_image(model, train_cfg.init).lines()
+        else:
+            notes = ckpt.load_weights(model, ckpt.resolve_checkpoint(train_cfg.init) / ckpt.WEIGHTS, new_head=train_cfg.new_head)
+        for note in notes:
             if dist.is_main:
                 print(note, file=stream)
     if train_cfg.grad_checkpointing:
