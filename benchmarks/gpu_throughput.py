@@ -12,11 +12,13 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   float64 reference and the bytes moved over the measured copy bandwidth (the floor);
 - ``profile``: one LVT base 16x224 forward at batch 1 under ``torch.profiler`` with each backend:
   kernel launches, CPU and GPU time, the operators with GPU time called most often;
-- ``timesformer``: TimeSformer-B divided 8x224 inference at batch 1 and 32, tubelet vs transformers;
+- ``timesformer``: TimeSformer-B divided 8x224 inference at batch 1 and 32, tubelet vs transformers,
+  and tubelet's steps replayed from a CUDA graph (``--cuda-graph``);
 - ``train``: its training step (AdamW) at batch 16, tubelet vs transformers;
 - ``vivit``, ``videomae``: ViViT-B joint 32x224 at batch 8, VideoMAE-B 16x224 at batch 32;
 - ``lvt``: LVT base 16x224 at batch 1 and 8, torch vs triton backend, and TimeSformer-B divided
-  (our softmax) 16x224 at batch 1 as in the issue's table;
+  (our softmax) 16x224 at batch 1 as in the issue's table; each also from a CUDA graph, which
+  takes the launch overhead out (the profile: 46 ms of CPU time for 7.6 ms of GPU work);
 - ``table8``: the seed's Table 8 grid at batch 1 (16, 32, 64, 96 frames x 224, 448 px, and
   128x448): LVT torch, LVT triton, and softmax divided attention on the same 512-wide backbone
   (``attention=divided``), with the speed-up of each LVT backend over softmax;
@@ -69,8 +71,9 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
     run = dict(device="cuda", dtype="bf16", reps=reps, warmup=warmup)
     table8 = dict(frames=(16, 32, 64, 96), sizes=(224, 448), **run)
     return {
-        "timesformer": ([Variant("tubelet", BenchConfig(models=(TSF,), batches=(1, 32), compare=True, **run))],
-                        [("tubelet", "transformers")]),
+        "timesformer": ([Variant("tubelet", BenchConfig(models=(TSF,), batches=(1, 32), compare=True, **run)),
+                         Variant("tubelet graph", BenchConfig(models=(TSF,), batches=(1, 32), cuda_graph=True, **run))],
+                        [("tubelet", "transformers"), ("tubelet graph", "transformers"), ("tubelet graph", "tubelet")]),
         "train": ([Variant("tubelet", BenchConfig(models=(TSF,), batches=(16,), mode="train", compare=True, **run))],
                   [("tubelet", "transformers")]),
         "vivit": ([Variant("tubelet", BenchConfig(models=("vivit_joint_base_p16t2_32x224",), batches=(8,), compare=True, **run))],
@@ -81,7 +84,11 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
             Variant("lvt torch", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="torch", **run)),
             Variant("lvt triton", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="triton", **run)),
             Variant("timesformer-b softmax", BenchConfig(models=(TSF,), frames=(16,), **run)),
-        ], [("lvt triton", "lvt torch"), ("lvt torch", "timesformer-b softmax"), ("lvt triton", "timesformer-b softmax")]),
+            Variant("lvt torch graph", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="torch", cuda_graph=True, **run)),
+            Variant("lvt triton graph", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="triton", cuda_graph=True, **run)),
+            Variant("timesformer-b softmax graph", BenchConfig(models=(TSF,), frames=(16,), cuda_graph=True, **run)),
+        ], [("lvt triton", "lvt torch"), ("lvt torch", "timesformer-b softmax"), ("lvt triton", "timesformer-b softmax"),
+            ("lvt torch graph", "lvt torch"), ("lvt triton graph", "lvt triton"), ("lvt triton graph", "timesformer-b softmax graph")]),
         "table8": ([
             Variant("lvt torch", BenchConfig(models=(LVT,), linear_backend="torch", **table8)),
             Variant("lvt triton", BenchConfig(models=(LVT,), linear_backend="triton", **table8)),

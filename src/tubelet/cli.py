@@ -150,7 +150,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     config = BenchConfig(
         models=tuple(args.models), frames=tuple(args.frames or ()), sizes=tuple(args.size or ()), batches=tuple(args.batch),
         mode=args.mode, device=args.device, dtype=args.dtype, reps=args.reps, warmup=args.warmup, compare=args.compare,
-        compile=args.compile, overrides=parse_overrides(args.overrides), linear_backend=args.linear_backend,
+        compile=args.compile, cuda_graph=args.cuda_graph, overrides=parse_overrides(args.overrides),
+        linear_backend=args.linear_backend,
     )
     result = run_bench(config, log=lambda line: print(line, file=sys.stderr, flush=True))
     command = command_line(config)
@@ -246,6 +247,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--mode", choices=("infer", "train"), default="infer", help="inference, or a training step with AdamW")
     bench.add_argument("--compare", action="store_true", help="also run the same architecture from transformers, same weights")
     bench.add_argument("--compile", nargs="?", const="default", metavar="MODE", help="torch.compile every model (mode: default, max-autotune, ...)")
+    bench.add_argument("--cuda-graph", action="store_true", help="inference: capture each step in a CUDA graph, time its replays")
     bench.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when there is one)")
     bench.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="bf16 autocast or float32 (default: bf16 on cuda)")
     bench.add_argument("--reps", type=_positive(int), default=10, help="timed steps per cell, the median is reported (default: 10)")

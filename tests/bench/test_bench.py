@@ -87,11 +87,11 @@ def test_architecture_without_reference_and_disagreeing_outputs(monkeypatch):
 
 
 def test_command_line_reproduces_the_config():
-    config = BenchConfig(models=(TINY, "lvt_tiny_p8_8x32"), frames=(8, 16), batches=(1, 4), mode="train", compare=True,
+    config = BenchConfig(models=(TINY, "lvt_tiny_p8_8x32"), frames=(8, 16), batches=(1, 4), compare=True, cuda_graph=True,
                          compile="max-autotune", linear_backend="triton", overrides={"attention_options": {"variant": "elu"}})
     args = _build_parser().parse_args(shlex.split(command_line(config))[1:])
-    assert (tuple(args.models), tuple(args.frames), tuple(args.batch), args.mode, args.compile, args.linear_backend) == (
-        config.models, config.frames, config.batches, "train", "max-autotune", "triton")
+    assert (tuple(args.models), tuple(args.frames), tuple(args.batch), args.compile, args.cuda_graph, args.linear_backend) == (
+        config.models, config.frames, config.batches, "max-autotune", True, "triton")
     assert bench_run.parse_overrides(args.overrides) == config.overrides
 
 
@@ -115,3 +115,14 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
 def test_cuda_without_a_gpu_is_a_usage_error(capsys):
     assert main(["bench", TINY, "--device", "cuda"]) == 2
     assert "sees no CUDA device" in capsys.readouterr().err
+    assert main(["bench", TINY, "--cuda-graph"]) == 2
+    assert "--cuda-graph captures inference steps on a CUDA device only" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replays_time_the_same_computation():
+    """Eager steps and CUDA graph replays of the same cell: both run, peak memory is measured."""
+    rows = [run_bench(BenchConfig(models=(TINY,), batches=(4,), cuda_graph=graph, device="cuda", **FAST))["rows"][0]
+            for graph in (False, True)]
+    assert all(row["status"] == "ok" and row["peak_memory_bytes"] > 0 for row in rows), rows

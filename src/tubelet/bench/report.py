@@ -28,6 +28,8 @@ def command_line(config) -> str:
         words.append("--compare")
     if config.compile:
         words += ["--compile", config.compile]
+    if config.cuda_graph:
+        words.append("--cuda-graph")
     if config.linear_backend:
         words += ["--linear-backend", config.linear_backend]
     if config.overrides:
@@ -69,7 +71,8 @@ def markdown(result: dict, command: str | None = None) -> str:
     precision = "bf16 autocast" if env["dtype"] == "bf16" else "float32"
     lines = [
         f"- device: {env['device']}, torch {env['torch']}",
-        f"- {mode}, {precision}, torch.compile: {env['compile'] or 'no'}, linear attention backend: {env['linear_backend']}",
+        f"- {mode}, {precision}, torch.compile: {env['compile'] or 'no'}, CUDA graph: {'yes' if env['cuda_graph'] else 'no'}, "
+        f"linear attention backend: {env['linear_backend']}",
         f"- timing: {env['timer']}, median of {env['reps']} steps after {env['warmup']} untimed",
         f"- MFU against a {env['matmul_peak_dtype']} {env['matmul_peak_size']}^3 matrix product measured in this run: "
         f"{env['matmul_peak_flops'] / 1e12:.4g} TFLOP/s",

@@ -34,7 +34,7 @@ from torch import nn
 
 from tubelet.attention.linear import functional
 from tubelet.bench.reference import ReferenceUnavailable, build_reference
-from tubelet.bench.timing import PEAK_SIZES, matmul_peak, time_repetitions
+from tubelet.bench.timing import PEAK_SIZES, capture_cuda_graph, matmul_peak, time_repetitions
 from tubelet.models.registry import create_model, model_arguments
 from tubelet.models.summary import default_input_size, model_cost
 
@@ -50,6 +50,7 @@ AGREEMENT_TOLERANCE = 1e-3
 class BenchConfig:
     """What to measure. Empty ``frames`` / ``sizes`` mean each model's default input;
     ``compile`` is a ``torch.compile`` mode (``"default"``, ``"max-autotune"``, ...) or None;
+    ``cuda_graph`` captures an inference step in a CUDA graph and times its replays;
     ``overrides`` are constructor arguments of every model; ``linear_backend`` picks the
     implementation of linear attention (``tubelet.attention.linear.functional``)."""
 
@@ -64,6 +65,7 @@ class BenchConfig:
     warmup: int = 3
     compare: bool = False
     compile: str | None = None
+    cuda_graph: bool = False
     overrides: dict = field(default_factory=dict)
     linear_backend: str | None = None
 
@@ -136,6 +138,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _free(device: torch.device) -> None:
+    """Return what a finished model or a failed cell held (reference cycles included) to the device."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -147,7 +150,7 @@ def _environment(config: BenchConfig, device: torch.device, dtype: str, peak: fl
     else:
         name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     return dict(
-        device=name, torch=torch.__version__, dtype=dtype, mode=config.mode, compile=config.compile,
+        device=name, torch=torch.__version__, dtype=dtype, mode=config.mode, compile=config.compile, cuda_graph=config.cuda_graph,
         linear_backend=config.linear_backend or functional.get_backend(), reps=config.reps, warmup=config.warmup,
         timer="CUDA events" if device.type == "cuda" else "perf_counter",
         matmul_peak_flops=peak, matmul_peak_dtype="bf16" if device.type == "cuda" else "fp32",
@@ -156,8 +159,9 @@ def _environment(config: BenchConfig, device: torch.device, dtype: str, peak: fl
     )
 
 
-def _autocast(device: torch.device, dtype: str):
-    return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
+def _autocast(device: torch.device, dtype: str, cache: bool = True):
+    """bf16 autocast (or none for fp32); a CUDA graph capture needs autocast's weight cache off."""
+    return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32", cache_enabled=cache)
 
 
 def measure(impl: Implementation, video: torch.Tensor, config: BenchConfig, device: torch.device, dtype: str) -> dict:
@@ -173,8 +177,11 @@ def measure(impl: Implementation, video: torch.Tensor, config: BenchConfig, devi
         impl.module.eval()
 
         def step():
-            with torch.inference_mode(), _autocast(device, dtype):
+            with torch.inference_mode(), _autocast(device, dtype, cache=not config.cuda_graph):
                 return forward(inputs)
+
+        if config.cuda_graph:
+            step = capture_cuda_graph(step, device, warmup=config.warmup)
     else:
         impl.module.train()
         optimizer = torch.optim.AdamW(impl.module.parameters(), lr=1e-5)
@@ -253,6 +260,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda line: Non
         model_arguments(name, config.overrides)  # unknown names and arguments fail before any timing
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    if config.cuda_graph and (device.type != "cuda" or config.mode != "infer"):
+        raise ValueError("--cuda-graph captures inference steps on a CUDA device only")
     peak = matmul_peak(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = []
     with linear_backend(config.linear_backend):
@@ -265,7 +274,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda line: Non
 def _bench_model(name, frames, size, args, config, device, dtype, peak, log) -> list[dict]:
     with linear_backend("torch"):  # the meta device runs no fused kernel; both compute the same function
         cost = model_cost(name, **args)
-    base = dict(model=name, frames=frames, size=size, mode=config.mode, dtype=dtype, compile=config.compile,
+    base = dict(model=name, frames=frames, size=size, mode=config.mode, dtype=dtype, compile=config.compile, cuda_graph=config.cuda_graph,
                 flops_per_clip=cost.flops * (TRAIN_FLOPS_PER_FORWARD if config.mode == "train" else 1),
                 gmacs_per_clip=cost.gmacs)
     rows = []
@@ -296,19 +305,20 @@ def _bench_model(name, frames, size, args, config, device, dtype, peak, log) -> 
         if unavailable:
             rows.append(dict(base, implementation="reference", batch=batch, status="unavailable", message=unavailable))
         del video
-        _free(device)
     del impls
     _free(device)
     return rows
 
 
 def _timed_cell(impl, video, config, device, dtype, peak, step_flops) -> dict:
+    failure = None
     try:
         result = measure(impl, video, config, device, dtype)
     except Exception as error:  # OOM, or a failure of torch.compile: this cell's status
-        return dict(status="OOM" if _is_oom(error) else "error", message=_one_line(error))
-    finally:
-        _free(device)
+        failure = dict(status="OOM" if _is_oom(error) else "error", message=_one_line(error))
+    if failure:
+        _free(device)  # now that the traceback, and the tensors its frames hold, are gone
+        return failure
     median = statistics.median(result["times_s"])
     return dict(
         status="ok", latency_ms=median * 1e3, videos_per_s=video.shape[0] / median,
