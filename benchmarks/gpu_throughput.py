@@ -49,7 +49,7 @@ import torch
 from tubelet.bench import BenchConfig, command_line, markdown, run_bench
 from tubelet.bench.run import linear_backend
 from tubelet.bench.timing import synchronize, time_repetitions
-from tubelet.engine.files import atomic_write_json, atomic_write_text
+from tubelet.files import atomic_write_json, atomic_write_text
 from tubelet.kernels.linear_attention.reference import linear_attention_reference
 
 TSF = "timesformer_divided_base_p16_8x224"

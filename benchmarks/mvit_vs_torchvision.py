@@ -23,7 +23,7 @@ import torch
 import tubelet.attention.pooling as pooling
 from tubelet.bench import BenchConfig, markdown, run_bench
 from tubelet.bench.reference import build_reference
-from tubelet.engine.files import atomic_write_text
+from tubelet.files import atomic_write_text
 
 MODEL = "mvitv2_small_16x224"
 PATHS = ("folded", "bias")

@@ -2,7 +2,8 @@
 
 Each command is one ``_cmd_*`` function and one entry in ``_build_parser``. Exit codes follow
 INTERFACE.md: 0 success, 2 bad arguments / config / unreadable input (one line naming the
-problem), 1 anything else.
+problem), 1 anything else: one line too for a full disk or a diverging loss, a traceback only for
+a bug; 130 when interrupted.
 
 This module imports nothing heavy at the top: torch and the rest are imported inside the
 command that needs them, after its arguments are checked, so that ``--help``, ``--version`` and
@@ -88,9 +89,29 @@ def _cmd_convert(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe is not None and "=" in recipe:  # `train --resume RUN key=value`: no recipe, only overrides
+        recipe, overrides = None, [recipe, *overrides]
+    run = args.out
+    if args.resume:
+        if isinstance(args.resume, str):
+            if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
+                raise UsageError(f"--resume {args.resume} and --out {args.out} name two run folders; give one")
+            run = args.resume
+        if run is None:
+            raise UsageError("--resume needs the run folder: tubelet train --resume RUN")
+        if recipe is not None:
+            print(f"resuming {run} with its own config.yaml; the recipe {recipe} is not read again", file=sys.stderr)
+    else:
+        if recipe is None:
+            raise UsageError("train needs a RECIPE (a name under recipes/ or a YAML path), or --resume RUN")
+        if run is None:
+            raise UsageError("train needs --out RUN, the folder for checkpoints, logs and plots")
+        if args.allow_changes:
+            raise UsageError("--allow-changes only applies with --resume")
     from tubelet.engine.train import train_from_recipe
 
-    train_from_recipe(args.recipe, args.overrides, args.out, resume=args.resume)
+    train_from_recipe(recipe, overrides, run, resume=bool(args.resume), allow_changes=args.allow_changes)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -210,10 +231,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a recipe", description="Train a recipe (a file under "
                                 "recipes/ or a path); key=value overrides any config field by its dotted name.")
-    train.add_argument("recipe", metavar="RECIPE", help="recipe name under recipes/ or a YAML path")
+    train.add_argument("recipe", nargs="?", metavar="RECIPE", help="recipe name under recipes/ or a YAML path")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=0.01 model.depth=4")
-    train.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints, logs, plots")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    train.add_argument("--out", metavar="RUN", help="run folder: checkpoints, logs, plots")
+    train.add_argument("--resume", nargs="?", const=True, metavar="RUN",
+                       help="continue a run (RUN, or --out) from its newest checkpoint with its own config.yaml; "
+                       "key=value given with it apply on top")
+    train.add_argument("--allow-changes", action="store_true",
+                       help="with --resume: accept overrides that change what is trained (epochs, lr, model, data)")
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("eval", help="multi-view evaluation of a checkpoint on a video list")
@@ -272,9 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code
     try:
         code = args.run(args)
-    except (UsageError, ValueError, FileNotFoundError) as error:
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
         print(f"tubelet {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except (OSError, FloatingPointError) as error:  # a full disk, a lost mount, a diverging loss: not the input
+        print(f"tubelet {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tubelet {args.command}: interrupted", file=sys.stderr)
+        return 130
     return code or 0
 
 

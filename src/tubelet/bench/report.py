@@ -9,7 +9,7 @@ import shlex
 from collections import defaultdict
 from pathlib import Path
 
-from tubelet.engine.files import atomic_write_bytes, atomic_write_text
+from tubelet.files import atomic_write_bytes, atomic_write_text
 
 GIB = 2**30
 COLUMNS = ("model", "implementation", "frames", "size", "batch", "videos/s", "latency (ms)", "peak memory (GiB)",

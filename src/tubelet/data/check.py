@@ -19,7 +19,7 @@ from tubelet.data.datasets import derive_seed
 from tubelet.data.decode import DecodeError, open_video
 from tubelet.data.lists import VIDEO_EXTENSIONS, read_any
 from tubelet.data.sampling import index_times
-from tubelet.engine.files import atomic_write_text
+from tubelet.files import atomic_write_text
 
 
 @dataclass(frozen=True)

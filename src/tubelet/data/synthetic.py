@@ -50,7 +50,7 @@ from typing import Callable
 import av
 import numpy as np
 
-from tubelet.engine.files import atomic_write_text
+from tubelet.files import atomic_write_text
 
 FPS = 12
 SHAPES = ("square", "disc", "triangle")

@@ -15,18 +15,17 @@ checkpoint's name. ``best.json`` names the best checkpoint and is itself replace
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from tubelet.engine.config import Config, DataConfig, ModelConfig, load_config
-from tubelet.engine.files import atomic_write_json, fsync_dir, fsync_file
+from tubelet.files import atomic_folder, atomic_write_json, remove_folder, sweep_temporary
+from tubelet.models.serialization import read_config, read_weights
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "model.safetensors"
@@ -35,7 +34,6 @@ STATE = "state.pt"
 MODEL_CONFIG = "config.json"
 RECIPE = "recipe.yaml"
 BEST = "best.json"
-_TMP_PREFIX = ".tmp-"
 
 
 @dataclass
@@ -51,11 +49,6 @@ def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
 
 
-def _save_file(write, path: Path) -> None:
-    write(path)
-    fsync_file(path)
-
-
 def save_checkpoint(
     run_dir: str | Path,
     *,
@@ -69,33 +62,22 @@ def save_checkpoint(
 ) -> Path:
     """Write ``RUN/checkpoints/step<global_step>/`` atomically and prune old ones; returns its path.
 
-    ``model_config`` is the JSON written as config.json; ``state`` holds the optimiser, scheduler,
+    ``model_config`` is the JSON written as config.json; ``state`` holds the optimiser, scheduler
     and scaler states (anything ``torch.save`` can store and ``weights_only`` can load);
     ``recipe`` is the run's config as YAML text.
     """
     folder = Path(run_dir) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(f"{_TMP_PREFIX}*"):  # left by a process killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
+    sweep_temporary(folder)  # left by a process killed while saving
     final = folder / f"step{progress.global_step:08d}"
-    tmp = folder / f"{_TMP_PREFIX}{final.name}-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        _save_file(lambda p: save_file(_weights(model), str(p)), tmp / WEIGHTS)
+    with atomic_folder(final) as tmp:
+        save_file(_weights(model), str(tmp / WEIGHTS))
         if ema is not None:
-            _save_file(lambda p: save_file(_weights(ema), str(p)), tmp / EMA_WEIGHTS)
-        _save_file(lambda p: p.write_text(json.dumps(model_config, indent=2) + "\n"), tmp / MODEL_CONFIG)
-        _save_file(lambda p: torch.save({**state, "progress": asdict(progress)}, p), tmp / STATE)
+            save_file(_weights(ema), str(tmp / EMA_WEIGHTS))
+        (tmp / MODEL_CONFIG).write_text(json.dumps(model_config, indent=2) + "\n")
+        torch.save({**state, "progress": asdict(progress)}, tmp / STATE)
         if recipe:
-            _save_file(lambda p: p.write_text(recipe), tmp / RECIPE)
-        fsync_dir(tmp)
-        if final.exists():
-            _remove(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(folder)
+            (tmp / RECIPE).write_text(recipe)
     _prune(folder, keep_last)
     return final
 
@@ -122,15 +104,7 @@ def _prune(folder: Path, keep_last: int) -> None:
     found = list_checkpoints(folder.parent)
     for old in found[: max(0, len(found) - keep_last)]:
         if old.name not in keep:
-            _remove(old)
-
-
-def _remove(checkpoint: Path) -> None:
-    """Delete a checkpoint folder so that a kill at any moment leaves it whole or gone: it is renamed
-    out of the ``step*`` namespace first (atomic), then deleted (a leftover is swept at the next save)."""
-    doomed = checkpoint.with_name(f"{_TMP_PREFIX}old-{checkpoint.name}-{os.getpid()}")
-    os.replace(checkpoint, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
+            remove_folder(old)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -144,6 +118,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if (path / WEIGHTS).is_file():
         return path
+    if (path / MODEL_CONFIG).is_file():
+        raise FileNotFoundError(f"{path} has a {MODEL_CONFIG} but no {WEIGHTS}: the weights are missing")
     run_dir = path.parent if path.name == CHECKPOINTS else path
     best = best_record(run_dir)
     if best and (run_dir / CHECKPOINTS / best["checkpoint"] / WEIGHTS).is_file():
@@ -155,10 +131,31 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_state(checkpoint: str | Path) -> dict[str, Any]:
-    """The ``state.pt`` of a checkpoint (``progress`` as a ``Progress``)."""
-    state = torch.load(Path(checkpoint) / STATE, map_location="cpu", weights_only=True)
-    state["progress"] = Progress(**state["progress"])
+    """The ``state.pt`` of a checkpoint (``progress`` as a ``Progress``), loaded with ``weights_only``
+    (tensors and plain containers, no code); a missing or damaged file is an error naming it."""
+    path = Path(checkpoint) / STATE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {checkpoint} is a saved model, not a training checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["progress"] = Progress(**state["progress"])
+    except Exception as error:  # torch.load raises many kinds on a torn or foreign file
+        raise ValueError(f"{path} is not a readable training state (truncated or damaged: "
+                         f"{str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
     return state
+
+
+def check_checkpoint(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint folder (None: every file reads), without building a model."""
+    try:
+        read_config(checkpoint)
+        read_weights(checkpoint / WEIGHTS)
+        if (checkpoint / EMA_WEIGHTS).exists():
+            read_weights(checkpoint / EMA_WEIGHTS)
+        load_state(checkpoint)
+    except (ValueError, FileNotFoundError) as error:
+        return str(error)
+    return None
 
 
 def load_weights(
@@ -168,7 +165,7 @@ def load_weights(
     another shape, named in the error. With ``new_head``, differences confined to the classifier
     (``head_prefix``) are allowed: those parameters keep their fresh initialisation. Returns notes
     on what was left out (empty when everything matched)."""
-    loaded = load_file(str(path))
+    loaded = read_weights(path)
     own = model.state_dict()
     missing = [k for k in own if k not in loaded]
     unexpected = [k for k in loaded if k not in own]

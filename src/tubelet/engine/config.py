@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from tubelet.engine.files import atomic_write_text
+from tubelet.files import atomic_write_text
 
 
 @dataclass

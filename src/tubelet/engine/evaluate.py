@@ -20,7 +20,7 @@ from torch import nn
 
 from tubelet.data.lists import VideoList
 from tubelet.engine.distributed import gather_objects
-from tubelet.engine.files import atomic_write_json, atomic_write_text
+from tubelet.files import atomic_write_json, atomic_write_text
 from tubelet.engine.metrics import confusion_matrix, mean_average_precision, per_class_accuracy, topk_correct
 
 

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import torch  # noqa: E402
 
-from tubelet.engine.files import atomic_write_bytes  # noqa: E402
+from tubelet.files import atomic_write_bytes  # noqa: E402
 
 
 def _save(figure: plt.Figure, path: Path) -> None:

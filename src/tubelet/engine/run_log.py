@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tubelet.engine.files import atomic_write_text
+from tubelet.files import atomic_write_text, remove_folder
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -35,7 +35,11 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 class RunLog:
     """Appends records to ``metrics.jsonl`` and mirrors numeric values to TensorBoard as
-    ``kind/name`` scalars. ``resume_step``: drop records after it (None: start a new log)."""
+    ``kind/name`` scalars. ``resume_step``: drop records after it (None: start a new log).
+
+    ``metrics.jsonl`` is the record; the TensorBoard folder is rebuilt from it when a run starts
+    or resumes, so that it holds no events of steps that a killed process logged after its last
+    checkpoint (a rebuild cut short by a kill is redone at the next resume)."""
 
     def __init__(self, run_dir: str | Path, *, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
@@ -43,15 +47,24 @@ class RunLog:
         self.path = Path(run_dir) / METRICS
         kept = [r for r in read_metrics(run_dir) if r["step"] <= resume_step] if resume_step is not None else []
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD), purge_step=resume_step)
+        events = Path(run_dir) / TENSORBOARD
+        if events.exists():
+            remove_folder(events)
+        self.writer = SummaryWriter(str(events))
+        for record in kept:
+            self._mirror(record)
+        self.writer.flush()
+
+    def _mirror(self, record: dict[str, Any]) -> None:
+        for name, value in record.items():
+            if name not in ("kind", "epoch", "step") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{record['kind']}/{name}", value, record["step"])
 
     def write(self, kind: str, *, epoch: int, step: int, **values: Any) -> None:
         record = {"kind": kind, "epoch": epoch, "step": step, **values}
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        for name, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(f"{kind}/{name}", value, step)
+        self._mirror(record)
         self.writer.flush()
 
     def close(self) -> None:

@@ -50,10 +50,10 @@ from tubelet.engine.inputs import eval_dataset, read_split, train_dataset, train
 from tubelet.engine.optim import build_optimizer
 from tubelet.engine.plots import plot_confusion, plot_curves
 from tubelet.engine.progress import ProgressBar
+from tubelet.engine.resume import RUN_CONFIG, check_resume_changes, read_run_config, resume_checkpoint
 from tubelet.engine.run_log import RunLog, read_metrics
 from tubelet.engine.schedule import build_scheduler
 
-RUN_CONFIG = "config.yaml"
 PLOTS = "plots"
 
 
@@ -212,24 +212,42 @@ def _restore(state: TrainState, checkpoint: Path) -> None:
     state.progress = saved["progress"]
 
 
-def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, dist: DistContext) -> Path | None:
-    """The checkpoint to resume from (None: a fresh run); refuses to overwrite a run without ``--resume``."""
-    latest = ckpt.latest_checkpoint(run_dir)
-    if latest is not None and not resume:
-        raise ValueError(f"{run_dir} already holds checkpoints (latest {latest.name}); pass --resume to continue "
-                         f"it or choose another --out")
+def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, allow_changes: bool, dist: DistContext,
+                     stream) -> Path | None:
+    """The checkpoint to resume from (None: from the start). Without ``resume`` a folder that holds
+    checkpoints is refused; with it, ``config`` is checked against the run's own config.yaml."""
+    def say(message: str) -> None:
+        if dist.is_main:
+            print(message, file=stream)
+
+    latest = None
+    if resume:
+        for note in check_resume_changes(read_run_config(run_dir), config, run_dir, allow_changes=allow_changes):
+            say(note)
+        latest, notes = resume_checkpoint(run_dir)
+        for note in notes:
+            say(note)
+        if latest is None:
+            say(f"{run_dir} has no checkpoint yet (stopped before its first save): training from the start "
+                f"with its {RUN_CONFIG}")
+    elif ckpt.latest_checkpoint(run_dir) is not None:
+        raise ValueError(f"{run_dir} already holds checkpoints (latest {ckpt.latest_checkpoint(run_dir).name}); "
+                         f"pass --resume to continue it or choose another --out")
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / RUN_CONFIG)
     barrier()
-    return latest if resume else None
+    return latest
 
 
-def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=None) -> dict:
+def fit(config: Config, run_dir: str | Path, *, resume: bool = False, allow_changes: bool = False,
+        stream=None) -> dict:
     """Train ``config`` into ``run_dir``: checkpoints, metrics.jsonl, TensorBoard events, plots.
 
-    Returns the last validation metrics (empty without ``data.val``). Under ``torchrun`` every
-    process calls this; rank 0 writes.
+    With ``resume``, continue from the run's newest loadable checkpoint; ``config`` must then be the
+    run's own (``read_run_config``) except for keys that do not change what is trained, unless
+    ``allow_changes``. Returns the last validation metrics (empty without ``data.val``). Under
+    ``torchrun`` every process calls this; rank 0 writes.
     """
     stream = stream or sys.stderr
     run_dir = Path(run_dir)
@@ -239,7 +257,7 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
         raise ValueError(f"train.keep_last must be >= 1, got {train_cfg.keep_last}")
     micro_batch = _micro_batch(config, dist.world_size)
     amp_dtype = autocast_dtype(train_cfg.precision, dist.device)
-    resume_from = _prepare_run_dir(run_dir, config, resume, dist)
+    resume_from = _prepare_run_dir(run_dir, config, resume, allow_changes, dist, stream)
 
     videos = train_split(config.data)
     val_videos = read_split(config.data.val, videos.class_names, "data.val") if config.data.val else None
@@ -281,9 +299,15 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
     state = TrainState(running, model, optimizer, scheduler, scaler, ema, ckpt.Progress())
     if resume_from is not None:
         _restore(state, resume_from)
+        done = state.progress.global_step
+        if done >= total_steps:
+            if dist.is_main:
+                print(f"{run_dir} is finished ({resume_from.name}: step {done} of {total_steps}, {epochs} epochs); "
+                      f"nothing to resume (to train longer: train.epochs=N --allow-changes)", file=stream)
+            return next((r for r in reversed(read_metrics(run_dir)) if r["kind"] == "val"), {})
         if dist.is_main:
-            print(f"resuming from {resume_from} (epoch {state.progress.epoch + 1}, step "
-                  f"{state.progress.step_in_epoch} of {steps_per_epoch})", file=stream)
+            print(f"resuming from {resume_from}: step {done} of {total_steps}, epoch {state.progress.epoch + 1} "
+                  f"of {epochs} at step {state.progress.step_in_epoch} of {steps_per_epoch}", file=stream)
 
     mixup = None
     if config.data.mixup_alpha > 0 or config.data.cutmix_alpha > 0:
@@ -365,9 +389,12 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, stream=Non
     return metrics
 
 
-def train_from_recipe(recipe: str, overrides: list[str], run_dir: str | Path, *, resume: bool = False) -> dict:
-    """``tubelet train``: load and check the recipe, then ``fit``; leaves the process group torchrun set up."""
+def train_from_recipe(recipe: str | None, overrides: list[str], run_dir: str | Path, *, resume: bool = False,
+                      allow_changes: bool = False) -> dict:
+    """``tubelet train``: load and check the recipe (when resuming, the run's own config.yaml: the
+    recipe is not read again), then ``fit``; leaves the process group torchrun set up."""
+    config = read_run_config(run_dir, overrides) if resume else load_config(recipe, overrides)
     try:
-        return fit(load_config(recipe, overrides), run_dir, resume=resume)
+        return fit(config, run_dir, resume=resume, allow_changes=allow_changes)
     finally:
         shutdown_distributed()
