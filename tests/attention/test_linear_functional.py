@@ -177,21 +177,29 @@ def test_performer_features_are_positive_and_unbiased_for_the_softmax_kernel():
 
 
 def test_performer_redraw_interval():
+    """Redraws follow optimiser steps (never forward passes), deterministically from W itself,
+    with the step count in the state dict."""
     rho = PerformerFeatures(4, num_features=8, redraw_interval=2)
+    twin = PerformerFeatures(4, num_features=8, redraw_interval=2)
+    twin.load_state_dict(rho.state_dict())  # another DDP rank
     x = torch.randn(3, 4)
     first = rho.projection.clone()
-    rho.eval()
     for _ in range(5):
         rho(x, is_query=True)
-    assert torch.equal(rho.projection, first), "no redraw in eval mode"
-    rho.train()
-    rho(x, is_query=True)
-    rho(x, is_query=False)
-    rho(x, is_query=True)
-    assert torch.equal(rho.projection, first), "two query passes before the first redraw"
-    rho(x, is_query=True)
+    assert torch.equal(rho.projection, first), "no redraw in forward"
+    rho.after_optimizer_step()
+    assert torch.equal(rho.projection, first) and int(rho.state_dict()["steps_since_redraw"]) == 1
+    resumed = PerformerFeatures(4, num_features=8, redraw_interval=2)
+    resumed.load_state_dict(rho.state_dict())  # a checkpoint taken between the two steps
+    for module in (rho, resumed, twin, twin):
+        module.after_optimizer_step()
     assert not torch.equal(rho.projection, first)
+    assert torch.equal(rho.projection, resumed.projection) and torch.equal(rho.projection, twin.projection)
     assert "projection" in rho.state_dict()
+    fixed = PerformerFeatures(4, num_features=8)
+    before = fixed.projection.clone()
+    fixed.after_optimizer_step()
+    assert torch.equal(fixed.projection, before)
     with pytest.raises(ValueError, match="redraw_interval"):
         PerformerFeatures(4, redraw_interval=0)
     with pytest.raises(ValueError, match="num_features"):

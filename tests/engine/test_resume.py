@@ -64,17 +64,23 @@ def _assert_same_tensors(actual, expected, where=""):
         assert actual == expected, where
 
 
+# a linear video transformer whose Performer features are redrawn every 2 steps
+_PERFORMER = ["model=lvt_tiny_p8_8x32", "model.depth=2", "model.drop_path_rate=0.3",
+              "model.attention_options={variant: performer, performer_redraw_interval: 2}"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 2])
-def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path, tiny_synth, workers):
-    config = load_config(None, tiny_overrides(tiny_synth) + _STOCHASTIC + [f"data.num_workers={workers}"])
+@pytest.mark.parametrize("workers, model", [(0, _STOCHASTIC), (2, _STOCHASTIC), (0, _PERFORMER)],
+                         ids=["dropout-0-workers", "dropout-2-workers", "performer-0-workers"])
+def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path, tiny_synth, workers, model):
+    config = load_config(None, tiny_overrides(tiny_synth) + model + [f"data.num_workers={workers}"])
     straight = _start(config, tmp_path / "straight", False)
     straight.join()
     assert straight.exitcode == 0
     expected = _final_state(tmp_path / "straight")
     assert expected[0] == "step00000006"
 
-    draw = random.Random(workers)
+    draw = random.Random(len(model) + workers)
     kill_steps = sorted(draw.sample(range(1, 6), 3))  # of the 6 steps (3 an epoch), a kill after 3 of them
     run = tmp_path / "killed"
     for i, step in enumerate(kill_steps):

@@ -98,3 +98,18 @@ def test_bad_attention_options_name_the_option():
         tubelet.create_model(TINY, attention_options={"variant": "relu6"})
     with pytest.raises((TypeError, ValueError), match="shift_sizes"):
         tubelet.create_model(TINY, attention_options={"shift_sizes": 2})
+
+
+def test_performer_redraw_keeps_gradient_checkpointing_exact():
+    """The recompute in the backward pass must see the random features of the forward pass."""
+    options = {"variant": "performer", "performer_redraw_interval": 1}
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = tubelet.create_model(TINY, num_classes=4, attention_options=options)
+        model.set_grad_checkpointing(checkpointing)
+        model.train()
+        model(_video()).square().sum().backward()
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-6, msg=name)

@@ -22,6 +22,7 @@ grouped into the sequences that attend.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -98,8 +99,12 @@ class PerformerFeatures(nn.Module):
 
     ``num_features`` (``m``, default ``e``) rows of ``W`` are orthogonal random features
     (``orthogonal_gaussian``); ``W`` is a buffer, so it travels with checkpoints. With
-    ``redraw_interval = n`` a fresh ``W`` is drawn every ``n`` training forward passes of this
-    module, as Performer does during training; ``None`` keeps ``W`` fixed.
+    ``redraw_interval = n`` a fresh ``W`` is drawn every ``n`` optimiser steps, as Performer does
+    during training; ``None`` keeps ``W`` fixed. The training loop drives the redraws through
+    ``after_optimizer_step``, never ``forward``, so the recompute of gradient checkpointing sees
+    the ``W`` of the first pass. The steps since the last redraw are a buffer too (a resumed run
+    redraws when the uninterrupted one would), and each ``W`` is drawn from a generator seeded by
+    the one before it, so every DDP rank, holding the same ``W``, draws the same next one.
 
     Numerical stabiliser (as in the Performer and Motionformer code): query features subtract
     their row maximum of ``W x'`` and key features the maximum over all tokens of one sample and
@@ -116,20 +121,28 @@ class PerformerFeatures(nn.Module):
         self.head_dim = head_dim
         self.redraw_interval = redraw_interval
         self.register_buffer("projection", orthogonal_gaussian(self.num_features, head_dim))
-        self._calls_since_redraw = 0
+        self.register_buffer("steps_since_redraw", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def redraw(self, generator: torch.Generator | None = None) -> None:
-        """Draw a fresh projection ``W`` in place."""
+        """Draw a fresh projection ``W`` in place (default generator: one seeded by the current ``W``)."""
+        if generator is None:
+            digest = hashlib.blake2b(self.projection.detach().cpu().numpy().tobytes(), digest_size=8).digest()
+            generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
         fresh = orthogonal_gaussian(self.num_features, self.head_dim, generator)
         self.projection.copy_(fresh.to(self.projection))
-        self._calls_since_redraw = 0
+        self.steps_since_redraw.zero_()
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Count one optimiser step; redraw ``W`` when ``redraw_interval`` steps have passed."""
+        if self.redraw_interval is None:
+            return
+        self.steps_since_redraw += 1
+        if int(self.steps_since_redraw) >= self.redraw_interval:
+            self.redraw()
 
     def forward(self, x: torch.Tensor, *, is_query: bool) -> torch.Tensor:
-        if self.training and self.redraw_interval is not None and is_query:
-            if self._calls_since_redraw >= self.redraw_interval:
-                self.redraw()
-            self._calls_since_redraw += 1
         x = x * self.head_dim**-0.25
         projected = x @ self.projection.to(x.dtype).T  # [..., L, m]
         half_norm = 0.5 * (x * x).sum(dim=-1, keepdim=True)  # [..., L, 1]
