@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -18,6 +18,7 @@ QUICK_ANSWERS = [
     (["--version"], 0, f"tubelet {tubelet.__version__}"),
     ([], 2, "the following arguments are required"),
     (["no-such-command"], 2, "invalid choice: 'no-such-command'"),
+    (["train", "--help"], 0, "--print-config"),
     (["train", "synth_tiny"], 2, "train needs --out RUN"),
     (["train", "--resume"], 2, "--resume needs the run folder"),
     (["eval", "run", "--data", "l.csv", "--views", "2by3"], 2, "views '2by3' must be TxS"),
@@ -56,13 +57,16 @@ def test_quick_answers_import_nothing_heavy(argv, code, message, tmp_path):
 
 
 def test_help_answers_within_half_a_second():
-    """The budget is 0.5 s; the best of 3 runs is taken, the machine being shared. Measured on 2 cores:
-    about 0.1 s (against 2-8 s when ``import tubelet`` imported torch)."""
+    """The budget is 0.5 s of CPU time (user + system) for the whole process, the best of 3 runs:
+    CPU time, not wall time, because the test machine is shared and a loaded one stretches wall
+    time without the command doing more. Measured on 2 cores: 0.08-0.1 s (0.1 s wall when idle),
+    against 2-8 s when ``import tubelet`` imported torch."""
     times = []
     for _ in range(3):
-        began = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([sys.executable, "-m", "tubelet.cli", "--help"], check=True, capture_output=True, timeout=60)
-        times.append(time.perf_counter() - began)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     assert min(times) < 0.5, times
 
 

@@ -1,5 +1,7 @@
 """The train / eval / predict command lines on a tiny synthetic dataset."""
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -11,21 +13,33 @@ from tubelet.engine.config import load_config, save_config
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A one-epoch run of a one-block model; returns (data folder, run folder)."""
+    """A one-epoch run of a one-block model; returns (data folder, run folder, what train printed)."""
     root = tmp_path_factory.mktemp("cli")
     data = root / "data"
     write_synthetic_dataset(data, videos_per_class=2, frames=8, size=32, seed=0)
     recipe = root / "recipe.yaml"
     save_config(load_config(None, ["model.depth=1", "model.embed_dim=32", "model.num_heads=2"]), recipe)
-    code = main(["train", str(recipe), f"data.train={data / 'train.csv'}", f"data.val={data / 'val.csv'}",
-                 "data.num_frames=4", "data.img_size=16", "data.num_workers=0", "train.batch_size=4",
-                 "train.epochs=1", "train.progress=false", "--out", str(root / "run")])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["train", str(recipe), f"data.train={data / 'train.csv'}", f"data.val={data / 'val.csv'}",
+                     "data.num_frames=4", "data.img_size=16", "data.num_workers=0", "train.batch_size=4",
+                     "train.epochs=1", "train.progress=false", "--out", str(root / "run")])
     assert code == 0
-    return data, root / "run"
+    return data, root / "run", printed.getvalue()
+
+
+def test_train_ends_with_a_summary_of_the_run(trained):
+    _, run, printed = trained
+    assert printed.startswith(f"training finished: {run}\n")
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    best_line = next(line.split() for line in printed.splitlines() if "best top1" in line)
+    assert best_line == ["best", "top1", f"{best['value']:.2f}", str(run / "checkpoints" / best["checkpoint"])]
+    for line in ("resolved config", "metrics log", "TensorBoard", str(run / "plots" / "accuracy.png")):
+        assert line in printed
 
 
 def test_eval_writes_predictions_with_multi_view_testing(trained, tmp_path, capsys):
-    data, run = trained
+    data, run, _ = trained
     assert main(["eval", str(run), "--data", str(data / "val.csv"), "--views", "2x3", "--out",
                  str(tmp_path / "preds")]) == 0
     printed = capsys.readouterr().out
@@ -38,7 +52,7 @@ def test_eval_writes_predictions_with_multi_view_testing(trained, tmp_path, caps
 
 
 def test_predict_on_an_encoded_file(trained, capsys):
-    data, run = trained
+    data, run, _ = trained
     video = sorted((data / "videos").rglob("*.mp4"))[0]
     assert main(["predict", str(video), str(video), "--checkpoint", str(run), "--topk", "3", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
@@ -51,12 +65,13 @@ def test_predict_on_an_encoded_file(trained, capsys):
 
 
 def test_predict_sliding_window_gives_segments(trained, capsys):
-    data, run = trained
+    data, run, _ = trained
     video = sorted((data / "videos").rglob("*.mp4"))[0]  # 8 frames at 12 fps: 0.67 s
     assert main(["predict", str(video), "--checkpoint", str(run), "--window", "0.3", "--stride", "0.2",
                  "--json"]) == 0
     segments = json.loads(capsys.readouterr().out)[0]["segments"]
-    assert [(s["start"], s["end"]) for s in segments] == [(0.0, 0.3), (0.2, 0.5)]
+    # the strides cover 0-0.5 s; one more window ends at the video's end
+    assert [(s["start"], s["end"]) for s in segments] == [(0.0, 0.3), (0.2, 0.5), (0.367, 0.667)]
     assert all(len(s["top"]) == 5 for s in segments)
 
 
@@ -64,6 +79,11 @@ def test_predict_sliding_window_gives_segments(trained, capsys):
     (["train", "synth_tiny", "train.lrr=0.1", "--out", "x"], "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
     (["train", "synth_tiny", "data.num_frames=eight", "--out", "x"], "config key 'data.num_frames' expects int"),
     (["train", "no_such_recipe", "--out", "x"], "recipe 'no_such_recipe' is neither a file nor a name"),
+    (["train", "synth_tiny", "--out", "x"], "data.train=synth_data/train.csv does not exist; to try tubelet without "
+                                            "data, `tubelet synth DIR` writes a synthetic dataset"),
+    (["train", "synth_tiny", "model=timesformer_space_tiny_p8_8x32", "--out", "x"],
+     "synth_tiny.yaml sets model.pos_embed for timesformer_divided_tiny_p8_8x32, but "
+     "model=timesformer_space_tiny_p8_8x32 (from the command line) has no argument 'pos_embed'"),
     (["eval", "nowhere", "--data", "list.csv"], "nowhere is not a checkpoint"),
     (["eval", "nowhere", "--data", "list.csv", "--views", "2by3"], "views '2by3' must be TxS"),
 ])
@@ -74,9 +94,10 @@ def test_bad_input_exits_2_naming_it(argv, message, capsys, tmp_path, monkeypatc
 
 
 def test_predict_on_an_unreadable_file_exits_2(trained, tmp_path, capsys):
-    _, run = trained
+    _, run, _ = trained
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")
     assert main(["predict", str(bad), "--checkpoint", str(run)]) == 2
     captured = capsys.readouterr()
-    assert f"{bad}: cannot decode" in captured.out and "could not be decoded" in captured.err
+    assert f"{bad}: cannot decode: Invalid data found when processing input" in captured.out
+    assert "1 of 1 videos could not be decoded" in captured.err and "evaluation" not in captured.err

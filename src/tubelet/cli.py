@@ -88,7 +88,24 @@ def _cmd_convert(args: argparse.Namespace) -> None:
           f"{model.num_classes} classes")
 
 
+def _cmd_recipes(args: argparse.Namespace) -> None:
+    from tubelet.engine.config import list_recipes
+
+    recipes = list_recipes()
+    width = max(len(name) for name, _ in recipes)
+    for name, description in recipes:
+        print(f"{name:<{width}}  {description}")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
+    if args.print_config:
+        from tubelet.engine.config import describe_config
+
+        rows = [(key, repr(value), source) for key, value, source in describe_config(args.recipe, args.overrides)]
+        key_width, value_width = (max(len(row[i]) for row in rows) for i in (0, 1))
+        for key, value, source in rows:
+            print(f"{key:<{key_width}} = {value:<{value_width}}  # {source}")
+        return
     recipe, overrides = args.recipe, list(args.overrides)
     if recipe is not None and "=" in recipe:  # `train --resume RUN key=value`: no recipe, only overrides
         recipe, overrides = None, [recipe, *overrides]
@@ -109,9 +126,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
             raise UsageError("train needs --out RUN, the folder for checkpoints, logs and plots")
         if args.allow_changes:
             raise UsageError("--allow-changes only applies with --resume")
+    from tubelet.engine.report import format_report, run_report
     from tubelet.engine.train import train_from_recipe
 
     train_from_recipe(recipe, overrides, run, resume=bool(args.resume), allow_changes=args.allow_changes)
+    print(f"training finished: {run}\n{format_report(run_report(run))}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -154,8 +173,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             print(f"{result['path']}:\n{format_predictions(result['segments'])}")
     else:
         print(format_predictions(results))
-    if any("error" in result for result in results):
-        raise UsageError("some videos could not be decoded (listed above)")
+    failed = sum("error" in result for result in results)
+    if failed:
+        raise UsageError(f"{failed} of {len(results)} videos could not be decoded (listed above)")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -239,7 +259,12 @@ def _build_parser() -> argparse.ArgumentParser:
                        "key=value given with it apply on top")
     train.add_argument("--allow-changes", action="store_true",
                        help="with --resume: accept overrides that change what is trained (epochs, lr, model, data)")
+    train.add_argument("--print-config", action="store_true",
+                       help="print every config key with its value and where it comes from, then exit")
     train.set_defaults(run=_cmd_train)
+
+    recipes = commands.add_parser("recipes", help="list the recipes under recipes/ with what each trains")
+    recipes.set_defaults(run=_cmd_recipes)
 
     evaluate = commands.add_parser("eval", help="multi-view evaluation of a checkpoint on a video list")
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint, a run folder (its best) or a saved model")

@@ -27,7 +27,7 @@ def add_bad_files(root: Path) -> dict[str, str]:
     data = (root / "ok2.mp4").read_bytes()
     (root / "cut.mp4").write_bytes(data[: len(data) // 2])
     (root / "noise.avi").write_bytes(bytes(range(256)) * 12)
-    return {"zero.mp4": "Invalid data", "cut.mp4": "Invalid data", "noise.avi": "Invalid data"}
+    return {"zero.mp4": "empty file (0 bytes)", "cut.mp4": "Invalid data", "noise.avi": "Invalid data"}
 
 
 def test_check_video_verdicts(folder):
@@ -59,7 +59,7 @@ def test_cli_exit_codes_and_bad_list(folder, tmp_path, capsys):
     (tmp_path / "list.txt").write_text("videos/ok0.mp4 0\nvideos/zero.mp4 1\nvideos/absent.mp4 1\n")
     assert main(["check-videos", str(tmp_path / "list.txt"), "--workers", "2", "--out", str(out)]) == 1
     lines = out.read_text().splitlines()
-    assert lines == [f"{folder / 'zero.mp4'}\tInvalid data found when processing input", f"{folder / 'absent.mp4'}\tfile not found"]
+    assert lines == [f"{folder / 'zero.mp4'}\tempty file (0 bytes)", f"{folder / 'absent.mp4'}\tfile not found"]
     printed = capsys.readouterr().out
     assert "checked 3 videos: 1 good, 2 bad" in printed and f"BAD  {folder / 'absent.mp4'}: file not found" in printed
 
@@ -69,3 +69,9 @@ def test_cli_unreadable_list_is_exit_2(tmp_path, capsys):
     assert main(["check-videos", str(tmp_path / "list.txt")]) == 2
     assert "list.txt, line 2" in capsys.readouterr().err
     assert main(["check-videos", str(tmp_path / "nothing.txt")]) == 2
+
+
+def test_cli_folder_without_videos_is_exit_2(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a video")
+    assert main(["check-videos", str(tmp_path)]) == 2
+    assert f"{tmp_path} holds no video files" in capsys.readouterr().err

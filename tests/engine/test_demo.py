@@ -1,4 +1,6 @@
 import io
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,7 @@ def test_demo_runs_end_to_end_and_says_where_things_are(tmp_path):
                                   "train.batch_size=4", "train.progress=false"], stream=out)
     text = out.getvalue()
     assert metrics["views"] == 6 and metrics["videos"] == 12
-    for expected in ("best checkpoint", "metrics log", "TensorBoard", "loss.png", "predictions.json",
+    for expected in ("timesformer_divided_tiny_p8_8x32 with depth=1, patch_size=4, tubelet_size=2", "best top1", "metrics log", "TensorBoard", "loss.png", "predictions.json",
                      "[4/4] predicting"):
         assert expected in text, expected
     assert (tmp_path / "eval" / "predictions_confusion.png").is_file()
@@ -22,3 +24,15 @@ def test_demo_runs_end_to_end_and_says_where_things_are(tmp_path):
                                                       "train.max_steps=2", "train.batch_size=4",
                                                       "train.progress=false"], stream=again)
     assert "reusing the synthetic videos" in again.getvalue()
+
+
+def test_make_demo_installs_tubelet_without_the_test_extras(tmp_path):
+    """On a fresh clone (no .venv), `make demo` installs tubelet alone; `make test` adds the extras."""
+    root = Path(__file__).resolve().parents[2]
+
+    def commands(target):
+        return subprocess.run(["make", "-n", "-C", str(root), target, f"VENV={tmp_path / 'venv'}"], check=True,
+                              capture_output=True, text=True).stdout
+
+    assert "pip install -q -e .\n" in commands("demo") and ".[test]" not in commands("demo")
+    assert '.[test]' in commands("test")

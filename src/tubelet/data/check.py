@@ -2,8 +2,8 @@
 
 Each video is opened, probed, and decoded at its first frame, its last frame and a few random
 frames (random but fixed by ``seed`` and the file's position). A file passes when all of these
-decode; the reasons of the others are FFmpeg's, or ours (file not found, no video stream,
-stream shorter than its metadata says).
+decode; the reasons of the others are FFmpeg's, or ours (file not found, empty file, no video
+stream, stream shorter than its metadata says).
 """
 
 from __future__ import annotations
@@ -36,15 +36,20 @@ class CheckResult:
 
 def video_paths(list_or_dir: str | os.PathLike) -> list[Path]:
     """The files to check: every file with a video extension under a folder (any depth), or the
-    videos named by a list (any format ``read_any`` reads)."""
+    videos named by a list (any format ``read_any`` reads). A folder without videos is an error."""
     source = Path(list_or_dir)
     if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"{source} holds no video files (looked for {', '.join(VIDEO_EXTENSIONS)} at any depth)")
+        return paths
     return [entry.path for entry in read_any(source)]
 
 
 def check_video(path: str | os.PathLike, *, num_random: int = 3, seed: int = 0) -> CheckResult:
     """Decode the first, last and ``num_random`` random frames of one video (1 decoder thread)."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return CheckResult(str(path), "empty file (0 bytes)")  # FFmpeg would only say "Invalid data"
     try:
         with open_video(path, threads=1) as video:
             count = video.info.num_frames

@@ -10,6 +10,7 @@ type is a ``ValueError`` naming the key and, for unknown keys, the closest valid
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import inspect
@@ -266,17 +267,108 @@ def resolve_recipe(recipe: str) -> Path:
     raise FileNotFoundError(f"recipe '{recipe}' is neither a file nor a name under {RECIPES_DIR}{hint}")
 
 
+def _read_recipe(recipe: str | None) -> tuple[dict[str, Any], Path | None]:
+    if recipe is None:
+        return {}, None
+    path = resolve_recipe(recipe)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"recipe {path} must hold a mapping of sections, got {type(raw).__name__}")
+    return raw, path
+
+
+def _check_recipe_model_args(raw: dict[str, Any], path: Path, overridden_name: str) -> None:
+    """A ``model=NAME`` override on a recipe whose model section holds arguments ``NAME`` does not
+    take: an error that says the argument comes from the recipe (not from the command line)."""
+    section = raw.get("model")
+    if not isinstance(section, dict):
+        return
+    accepted = model_arg_annotations(overridden_name)
+    for key in section:
+        if key != "name" and key not in accepted:
+            raise ValueError(f"recipe {path} sets model.{key} for {section.get('name', ModelConfig.name)}, but "
+                             f"model={overridden_name} (from the command line) has no argument '{key}'; use a "
+                             f"recipe without it (a copy of {path.name}, for example)")
+
+
 def load_config(recipe: str | None, overrides: list[str] = ()) -> Config:
     """Read a recipe (None: all defaults), apply ``key=value`` overrides, validate."""
-    raw: dict[str, Any] = {}
-    if recipe is not None:
-        path = resolve_recipe(recipe)
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"recipe {path} must hold a mapping of sections, got {type(raw).__name__}")
+    raw, path = _read_recipe(recipe)
+    merged = copy.deepcopy(raw)
     for override in overrides:
-        apply_override(raw, override)
-    return config_from_dict(raw)
+        apply_override(merged, override)
+    name = _model_name(merged)
+    if path is not None and isinstance(name, str) and name != _model_name(raw):
+        _check_recipe_model_args(raw, path, name)
+    return config_from_dict(merged)
+
+
+def _model_name(raw: dict[str, Any]) -> str:
+    model = raw.get("model", {})
+    return model if isinstance(model, str) else (model or {}).get("name", ModelConfig.name)
+
+
+def config_sources(recipe: str | None, overrides: list[str] = ()) -> dict[str, str]:
+    """Where each explicitly set dotted key comes from: ``"override"`` or ``"recipe FILE"``
+    (keys absent here keep their defaults). ``model`` as a bare name counts as ``model.name``."""
+    raw, path = _read_recipe(recipe)
+    sources: dict[str, str] = {}
+    for section, values in raw.items():
+        if section == "model" and isinstance(values, str):
+            values = {"name": values}
+        for key in values or {}:
+            sources[f"{section}.{key}"] = f"recipe {path}"
+    for override in overrides:
+        scratch: dict[str, Any] = {}
+        apply_override(scratch, override)
+        for section, values in scratch.items():
+            for key in values:
+                sources[f"{section}.{key}"] = "override"
+    return sources
+
+
+def describe_config(recipe: str | None, overrides: list[str] = ()) -> list[tuple[str, Any, str]]:
+    """Every key of the resolved config as ``(dotted key, value, source)``, in recipe order. Model
+    arguments include those the recipe leaves alone, from the registered model or its constructor;
+    ``model.num_frames`` / ``img_size`` / ``num_classes`` not set come from the data."""
+    from tubelet.models.registry import get_entry
+
+    config = load_config(recipe, overrides)
+    sources = config_sources(recipe, overrides)
+    rows: list[tuple[str, Any, str]] = [("model.name", config.model.name, sources.get("model.name", "default"))]
+    entry = get_entry(config.model.name)
+    from_data = {"num_frames": "data.num_frames", "img_size": "data.img_size", "num_classes": "data.train"}
+    for arg, parameter in list(inspect.signature(entry.cls.__init__).parameters.items())[1:]:
+        key = f"model.{arg}"
+        if arg in config.model.args:
+            rows.append((key, config.model.args[arg], sources[key]))
+        elif arg in from_data:
+            value = getattr(config.data, arg) if arg != "num_classes" else "(its class count)"
+            rows.append((key, value, f"from {from_data[arg]}"))
+        elif arg in entry.defaults:
+            rows.append((key, entry.defaults[arg], f"model {config.model.name}"))
+        else:
+            rows.append((key, parameter.default, "constructor default"))
+    for section, values in config_to_dict(config).items():
+        if section != "model":
+            rows.extend((f"{section}.{k}", v, sources.get(f"{section}.{k}", "default")) for k, v in values.items())
+    return rows
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """``(name, description)`` of every recipe under ``recipes/``: the first sentence of its
+    leading comment."""
+    recipes = []
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        comment = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("#").strip())
+        text = " ".join(comment)
+        end = text.find(". ")
+        recipes.append((path.stem, text[: end + 1] if end >= 0 else text))
+    return recipes
 
 
 def save_config(config: Config, path: str | Path) -> None:

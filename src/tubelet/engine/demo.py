@@ -15,14 +15,22 @@ from pathlib import Path
 from typing import TextIO
 
 from tubelet.data.synthetic import write_synthetic_dataset
-from tubelet.engine.checkpoint import latest_checkpoint, load_inference_model, resolve_checkpoint
-from tubelet.engine.config import load_config
+from tubelet.engine.checkpoint import latest_checkpoint, load_inference_model
+from tubelet.engine.config import Config, load_config
 from tubelet.engine.evaluate import evaluate_checkpoint, format_metrics
 from tubelet.engine.predict import format_predictions, predict_videos
-from tubelet.engine.train import PLOTS, fit
+from tubelet.engine.report import format_report, run_report
+from tubelet.engine.train import fit
 
 RECIPE = "synth_tiny"
 TEST_VIEWS = (2, 3)
+
+
+def describe_model(config: Config) -> str:
+    """The architecture name with the recipe's constructor arguments, which may change what the
+    name says (a ``_p8`` model trained with ``patch_size=4``)."""
+    args = ", ".join(f"{key}={value}" for key, value in config.model.args.items())
+    return f"{config.model.name} with {args}" if args else config.model.name
 
 
 def run_demo(out_dir: str | Path, *, videos_per_class: int = 40, overrides: list[str] = (),
@@ -38,7 +46,7 @@ def run_demo(out_dir: str | Path, *, videos_per_class: int = 40, overrides: list
         print(f"[1/4] reusing the synthetic videos in {data_dir}", file=stream)
     config = load_config(RECIPE, [f"data.train={data_dir / 'train.csv'}", f"data.val={data_dir / 'val.csv'}",
                                   *overrides])
-    print(f"[2/4] training {config.model.name} ({RECIPE} recipe) into {run_dir}", file=stream, flush=True)
+    print(f"[2/4] training {describe_model(config)} ({RECIPE} recipe) into {run_dir}", file=stream, flush=True)
     fit(config, run_dir, resume=latest_checkpoint(run_dir) is not None)
 
     views = f"{TEST_VIEWS[0]}x{TEST_VIEWS[1]}"
@@ -53,17 +61,8 @@ def run_demo(out_dir: str | Path, *, videos_per_class: int = 40, overrides: list
     predictions = predict_videos(model, [video], test_config.data, views=TEST_VIEWS, topk=3)
     print(f"      {format_predictions(predictions)}", file=stream)
 
-    best = resolve_checkpoint(run_dir)
     print("\nwhere everything is:", file=stream)
-    for what, path in (
-        ("videos and lists", data_dir),
-        ("resolved config", run_dir / "config.yaml"),
-        ("best checkpoint", best),
-        ("metrics log", run_dir / "metrics.jsonl"),
-        ("TensorBoard", f"{run_dir / 'tensorboard'}  (tensorboard --logdir {run_dir / 'tensorboard'})"),
-        ("plots", ", ".join(str(p) for p in sorted((run_dir / PLOTS).glob("*.png")))),
-        ("predictions", ", ".join(str(p) for p in written)),
-    ):
-        print(f"  {what:17s} {path}", file=stream)
+    rows = [("videos and lists", str(data_dir)), *run_report(run_dir), ("predictions", ", ".join(map(str, written)))]
+    print(format_report(rows), file=stream)
     print(f"\nnext: tubelet predict VIDEO --checkpoint {run_dir}", file=stream)
     return result.metrics

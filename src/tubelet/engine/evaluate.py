@@ -180,7 +180,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_list: str | Path, *, views:
         written = write_predictions(result, videos, out)
         if result.confusion is not None:
             stem = written[0].with_suffix("")
-            written.append(plot_confusion(result.confusion, videos.class_names, f"{stem}_confusion.png"))
+            title = (f"{Path(data_list).name} by {checkpoint}\n{views[0]}x{views[1]} views per video, "
+                     f"top-1 {result.metrics['top1']:.1f}%")
+            written.append(plot_confusion(result.confusion, videos.class_names, f"{stem}_confusion.png", title=title))
     return result, written
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 from tubelet.data.datasets import VideoDataset
@@ -27,6 +28,9 @@ def read_split(path: str, class_names: Sequence[str] | None, what: str) -> Video
     """A video list (any format ``read_any`` knows), with the given class names if any."""
     if not path:
         raise ValueError(f"{what} is empty: set it to a video list, e.g. {what}=videos/train.csv")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what}={path} does not exist; to try tubelet without data, `tubelet synth DIR` "
+                                f"writes a synthetic dataset with DIR/train.csv and DIR/val.csv")
     return read_any(path, class_names=class_names)
 
 

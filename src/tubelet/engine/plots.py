@@ -27,6 +27,16 @@ def _series(records: list[dict[str, Any]], kind: str, key: str, x: str = "step")
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def accuracy_curves(records: list[dict[str, Any]]) -> dict[str, tuple[list, list]]:
+    """The validation curves of ``accuracy.png``, by legend label: ``(epochs, values)``. With one
+    view per video the clip top-1 equals the top-1, so the two are drawn as one labelled line."""
+    curves = {key: _series(records, "val", key, x="epoch") for key in ("top1", "top5", "map", "clip_top1")}
+    if curves["clip_top1"] == curves["top1"]:
+        curves = {("top1 (= clip top1, 1 view)" if key == "top1" else key): xy
+                  for key, xy in curves.items() if key != "clip_top1"}
+    return {key: xy for key, xy in curves.items() if xy[0]}
+
+
 def plot_curves(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     """``loss.png`` (train loss per logged step, validation loss per epoch) and ``accuracy.png``
     (validation top-1 / top-5, or mAP, per epoch). Returns the files written."""
@@ -42,12 +52,11 @@ def plot_curves(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path
     axes.grid(alpha=0.3)
     _save(figure, out_dir / "loss.png")
     written.append(out_dir / "loss.png")
-    curves = [(key, _series(records, "val", key, x="epoch")) for key in ("top1", "top5", "map", "clip_top1")]
-    curves = [(key, xy) for key, xy in curves if xy[0]]
+    curves = accuracy_curves(records)
     if curves:
         figure, axes = plt.subplots(figsize=(6, 4))
-        for key, (xs, ys) in curves:
-            axes.plot([x + 1 for x in xs], ys, "o-", label=key)
+        for (key, (xs, ys)), style in zip(curves.items(), ("o-", "s--", "^-.", "d:")):
+            axes.plot([x + 1 for x in xs], ys, style, label=key)
         axes.set(xlabel="epoch", ylabel="%", title="validation accuracy", ylim=(0, 100))
         axes.legend()
         axes.grid(alpha=0.3)
@@ -56,8 +65,9 @@ def plot_curves(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path
     return written
 
 
-def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: str | Path) -> Path:
-    """A row-normalised confusion matrix (rows: true class, columns: predicted), with counts."""
+def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: str | Path, *, title: str) -> Path:
+    """A row-normalised confusion matrix (rows: true class, columns: predicted), with counts;
+    ``title`` says whose (which data, checkpoint or epoch, views)."""
     counts = confusion.float()
     rates = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
     size = max(4.0, 0.45 * len(class_names) + 2)
@@ -66,7 +76,7 @@ def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: st
     ticks = range(len(class_names))
     axes.set_xticks(ticks, class_names, rotation=90)
     axes.set_yticks(ticks, class_names)
-    axes.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    axes.set(xlabel="predicted", ylabel="true", title=title)
     if len(class_names) <= 30:
         for i in ticks:
             for j in ticks:

@@ -3,7 +3,8 @@
 ``predict_videos`` classifies each file as evaluation does (``T x S`` views, probabilities
 averaged). ``predict_segments`` slides a window of ``window`` seconds along one video, every
 ``stride`` seconds, and classifies each segment from ``num_frames`` frames spread evenly over it
-(the centres of ``num_frames`` equal cells), with ``S`` spatial crops.
+(the centres of ``num_frames`` equal cells), with ``S`` spatial crops. When the strides leave the
+end of the video uncovered, one more window ends at the video's end, so every moment is covered.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from tubelet.data.datasets import VideoDataset
-from tubelet.data.decode import open_video
+from tubelet.data.decode import DecodeError, open_video, probe_video
 from tubelet.data.lists import VideoEntry, VideoList
 from tubelet.data.transforms import EvalTransform
 from tubelet.engine.config import DataConfig
@@ -42,7 +43,7 @@ def predict_videos(model: nn.Module, paths: Sequence[str | Path], data: DataConf
                    topk: int = 5, resize_to: int | None = None,
                    device: torch.device = torch.device("cpu")) -> list[dict[str, Any]]:
     """One result per file: ``{"path", "top": [{"class", "score"}]}``, or ``{"path", "error"}`` for
-    a file that cannot be decoded."""
+    a file that cannot be decoded (the error says why)."""
     names = _class_names(model)
     videos = VideoList(tuple(VideoEntry(Path(p), 0) for p in paths), tuple(names))
     dataset = VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data),
@@ -51,20 +52,29 @@ def predict_videos(model: nn.Module, paths: Sequence[str | Path], data: DataConf
     model.eval()
     results = []
     for index, path in enumerate(paths):
+        try:
+            probe_video(path)  # FFmpeg's reason for a file it cannot open, which the dataset only logs
+        except DecodeError as error:
+            results.append({"path": str(path), "error": f"cannot decode: {error.reason}"})
+            continue
         item = dataset[index]
         if item["video"] is None:
-            results.append({"path": str(path), "error": "cannot decode this file"})
+            results.append({"path": str(path), "error": "cannot decode all the frames it needs"})
             continue
         results.append({"path": str(path), "top": top_classes(_probabilities(model, item["video"], device), names, topk)})
     return results
 
 
 def segment_starts(duration: float, window: float, stride: float) -> list[float]:
-    """Start times of the windows: every ``stride`` seconds while a whole window fits (at least one)."""
+    """Start times of the windows: every ``stride`` seconds while a whole window fits (at least one),
+    and one more ending at ``duration`` when those leave the end uncovered."""
     if window <= 0 or stride <= 0:
         raise ValueError(f"window={window} and stride={stride} must be positive numbers of seconds")
     count = max(1, int((duration - window) // stride) + 1)
-    return [k * stride for k in range(count)]
+    starts = [k * stride for k in range(count)]
+    if starts[-1] + window < duration - 1e-6:
+        starts.append(duration - window)
+    return starts
 
 
 def predict_segments(model: nn.Module, path: str | Path, data: DataConfig, *, window: float, stride: float,

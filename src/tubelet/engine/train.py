@@ -49,7 +49,7 @@ from tubelet.engine.evaluate import evaluate
 from tubelet.engine.inputs import eval_dataset, read_split, train_dataset, train_split
 from tubelet.engine.optim import build_optimizer
 from tubelet.engine.plots import plot_confusion, plot_curves
-from tubelet.engine.progress import ProgressBar
+from tubelet.engine.progress import ProgressBar, format_duration
 from tubelet.engine.resume import RUN_CONFIG, check_resume_changes, read_run_config, resume_checkpoint
 from tubelet.engine.run_log import RunLog, read_metrics
 from tubelet.engine.schedule import build_scheduler
@@ -331,7 +331,7 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, allow_chan
     best = ckpt.best_record(run_dir)
     best_value = best["value"] if best else -math.inf
     metrics: dict = {}
-    began = time.perf_counter()
+    began, first_step = time.perf_counter(), state.progress.global_step
     window: list[float] = []
     while state.progress.global_step < total_steps:
         epoch = state.progress.epoch
@@ -375,12 +375,18 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, allow_chan
                           **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
                 key = "map" if multi_label else "top1"
                 summary = " ".join(f"{k} {metrics[k]:.2f}" for k in ("top1", "top5", "map", "loss") if k in metrics)
-                print(f"epoch {epoch + 1} validation: {summary}", file=stream)
+                elapsed = time.perf_counter() - began
+                left = elapsed / (state.progress.global_step - first_step) * (total_steps - state.progress.global_step)
+                print(f"epoch {epoch + 1}/{epochs} validation: {summary} ({format_duration(elapsed)} elapsed, "
+                      f"about {format_duration(left)} left)", file=stream)
                 if metrics[key] > best_value:
                     best_value = metrics[key]
                     ckpt.mark_best(saved, key, best_value)
                 if not multi_label:
-                    plot_confusion(result.confusion, videos.class_names, run_dir / PLOTS / "confusion.png")
+                    views = config.eval.views
+                    title = (f"validation ({Path(config.data.val).name}) after epoch {epoch + 1}\n"
+                             f"{views[0]}x{views[1]} views per video, top-1 {metrics['top1']:.1f}%")
+                    plot_confusion(result.confusion, videos.class_names, run_dir / PLOTS / "confusion.png", title=title)
         if dist.is_main:
             plot_curves(read_metrics(run_dir), run_dir / PLOTS)
         barrier()
