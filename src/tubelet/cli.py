@@ -78,10 +78,13 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
+    from tubelet.bench.run import parse_overrides
     from tubelet.convert import load_foreign_model
     from tubelet.models.serialization import save_model
 
-    model = load_foreign_model(args.source, args.source_format)
+    model = load_foreign_model(args.source, args.source_format, **parse_overrides(args.options))
+    for line in model.init_report.lines() if hasattr(model, "init_report") else ():
+        print(line, file=sys.stderr)
     save_model(model, args.out)
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.source} -> {args.out}: {model.config['architecture']}, {params / 1e6:.2f}M parameters, "
@@ -241,11 +244,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "(model.safetensors + config.json, class names included). --from hf: a Hugging Face "
         "save_pretrained folder of TimesformerForVideoClassification, VivitForVideoClassification "
         "or VideoMAEForVideoClassification; torchvision-mvit: a state dict file (.pth or .safetensors) "
-        "of torchvision's mvit_v2_s; slowfast-mvit: a PySlowFast MViTv2 checkpoint (.pyth).",
+        "of torchvision's mvit_v2_s; slowfast-mvit: a PySlowFast MViTv2 checkpoint (.pyth); timesformer: "
+        "an official TimeSformer checkpoint (.pyth); xvit: an official XViT checkpoint (--set "
+        "temporal_shift_div=8 for its Kinetics configs); scenic-vivit: a scenic ViViT tree as .npz (--set "
+        "attention_type=factorized_dot_product_attention for model 4, img_size=N); timm: an image ViT "
+        "(.pth, .npz, .safetensors) initialising --set model=NAME (and its constructor arguments).",
     )
     convert.add_argument("source", metavar="SRC", help="the checkpoint folder or file to convert")
     convert.add_argument("--from", dest="source_format", required=True, metavar="FORMAT",
-                         help="its format: hf, torchvision-mvit or slowfast-mvit")
+                         help="its format: hf, torchvision-mvit, slowfast-mvit, timesformer, xvit, scenic-vivit or timm")
+    convert.add_argument("--set", dest="options", nargs="+", default=[], metavar="key=value",
+                         help="options of the format's loader (YAML values)")
     convert.add_argument("--out", required=True, metavar="DST", help="the tubelet model folder to write")
     convert.set_defaults(run=_cmd_convert)
 

@@ -55,3 +55,99 @@ def google_vit_npz(state: dict[str, torch.Tensor], heads: int) -> dict[str, np.n
             out[dst + f"MlpBlock_3/Dense_{k}/kernel"] = state[src + f"mlp.{fc}.weight"].t()
             out[dst + f"MlpBlock_3/Dense_{k}/bias"] = state[src + f"mlp.{fc}.bias"]
     return {name: value.numpy() for name, value in out.items()}
+
+
+def vit_block_shapes(prefix: str, dim: int, qkv_bias: bool = True, mlp: int | None = None) -> dict[str, list[int]]:
+    """One timm-style pre-norm block (``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1/fc2``),
+    the block of TimeSformer's, XViT's and timm's code."""
+    mlp = mlp or 4 * dim
+    shapes = {prefix + "norm1.weight": [dim], prefix + "norm1.bias": [dim], prefix + "attn.qkv.weight": [3 * dim, dim],
+              prefix + "attn.proj.weight": [dim, dim], prefix + "attn.proj.bias": [dim], prefix + "norm2.weight": [dim],
+              prefix + "norm2.bias": [dim], prefix + "mlp.fc1.weight": [mlp, dim], prefix + "mlp.fc1.bias": [mlp],
+              prefix + "mlp.fc2.weight": [dim, mlp], prefix + "mlp.fc2.bias": [dim]}
+    if qkv_bias:
+        shapes[prefix + "attn.qkv.bias"] = [3 * dim]
+    return shapes
+
+
+def timesformer_official_shapes(scheme: str, dim: int = 64, depth: int = 2, patch: int = 8, grid: int = 4, frames: int = 8,
+                                classes: int = 5) -> dict[str, list[int]]:
+    """facebookresearch/TimeSformer ``VisionTransformer`` (``timesformer/models/vit.py``) for
+    ``attention_type`` divided_space_time / joint_space_time / space_only."""
+    shapes = {"patch_embed.proj.weight": [dim, 3, patch, patch], "patch_embed.proj.bias": [dim], "cls_token": [1, 1, dim],
+              "pos_embed": [1, grid * grid + 1, dim], "norm.weight": [dim], "norm.bias": [dim],
+              "head.weight": [classes, dim], "head.bias": [classes]}
+    if scheme != "space":
+        shapes["time_embed"] = [1, frames, dim]
+    for i in range(depth):
+        shapes.update(vit_block_shapes(f"blocks.{i}.", dim))
+        if scheme == "divided":
+            b = f"blocks.{i}."
+            shapes.update({b + "temporal_norm1.weight": [dim], b + "temporal_norm1.bias": [dim],
+                           b + "temporal_attn.qkv.weight": [3 * dim, dim], b + "temporal_attn.qkv.bias": [3 * dim],
+                           b + "temporal_attn.proj.weight": [dim, dim], b + "temporal_attn.proj.bias": [dim],
+                           b + "temporal_fc.weight": [dim, dim], b + "temporal_fc.bias": [dim]})
+    return shapes
+
+
+def xvit_official_shapes(dim: int = 64, depth: int = 2, patch: int = 8, grid: int = 4, frames: int = 8, classes: int = 5,
+                         head_blocks: int = 1) -> dict[str, list[int]]:
+    """1adrianb/video-transformers ``XVIT`` with ``CONSENSUS_TYPE: vit`` and ``MODEL.DROPOUT_RATE``
+    > 0: ``base_model`` (timm ViT, ``temp_embed``; its head a Dropout), ``new_fc``, ``consensus``
+    (``VitHead``: blocks without q/k/v bias, ``mlp_head`` LayerNorm, Linear, GELU, Dropout, Linear)."""
+    shapes = {"base_model.patch_embed.proj.weight": [dim, 3, patch, patch], "base_model.patch_embed.proj.bias": [dim],
+              "base_model.cls_token": [1, 1, dim], "base_model.pos_embed": [1, grid * grid + 1, dim],
+              "base_model.temp_embed": [1, frames, 1, dim], "base_model.norm.weight": [dim], "base_model.norm.bias": [dim],
+              "new_fc.weight": [classes, dim], "new_fc.bias": [classes], "consensus.cls_token": [1, 1, dim],
+              "consensus.mlp_head.0.weight": [dim], "consensus.mlp_head.0.bias": [dim],
+              "consensus.mlp_head.1.weight": [dim, dim], "consensus.mlp_head.1.bias": [dim],
+              "consensus.mlp_head.4.weight": [classes, dim], "consensus.mlp_head.4.bias": [classes]}
+    for i in range(depth):
+        shapes.update(vit_block_shapes(f"base_model.blocks.{i}.", dim))
+    for i in range(head_blocks):
+        shapes.update(vit_block_shapes(f"consensus.temporal_encoder.{i}.", dim, qkv_bias=False))
+    return shapes
+
+
+def flax_mha_shapes(prefix: str, dim: int, heads: int) -> dict[str, list[int]]:
+    """``flax.linen.MultiHeadDotProductAttention``: per-head kernels and biases."""
+    shapes = {f"{prefix}{part}/kernel": [dim, heads, dim // heads] for part in ("query", "key", "value")}
+    shapes.update({f"{prefix}{part}/bias": [heads, dim // heads] for part in ("query", "key", "value")})
+    return {**shapes, f"{prefix}out/kernel": [heads, dim // heads, dim], f"{prefix}out/bias": [dim]}
+
+
+def scenic_encoder_shapes(encoder: str, depth: int, dim: int, heads: int, tokens: int, factorised_self: bool = False) -> dict[str, list[int]]:
+    """scenic ``Encoder`` (``scenic/projects/vivit/model.py``): ``posembed_input``, ``encoderblock_N``
+    (``EncoderBlock`` or ``EncoderFactorizedSelfAttentionBlock``), ``encoder_norm``."""
+    shapes = {f"{encoder}/posembed_input/pos_embedding": [1, tokens, dim], f"{encoder}/encoder_norm/scale": [dim],
+              f"{encoder}/encoder_norm/bias": [dim]}
+    for i in range(depth):
+        b = f"{encoder}/encoderblock_{i}/"
+        norms = ("LayerNorm_space", "LayerNorm_time", "LayerNorm_mlp") if factorised_self else ("LayerNorm_0", "LayerNorm_1")
+        for norm in norms:
+            shapes.update({f"{b}{norm}/scale": [dim], f"{b}{norm}/bias": [dim]})
+        for mha in (("MultiHeadDotProductAttention_space", "MultiHeadDotProductAttention_time") if factorised_self
+                    else ("MultiHeadDotProductAttention_0",)):
+            shapes.update(flax_mha_shapes(f"{b}{mha}/", dim, heads))
+        mlp = f"{b}MlpBlock/" if factorised_self else f"{b}MlpBlock_0/"
+        shapes.update({mlp + "Dense_0/kernel": [dim, 4 * dim], mlp + "Dense_0/bias": [4 * dim],
+                       mlp + "Dense_1/kernel": [4 * dim, dim], mlp + "Dense_1/bias": [dim]})
+    return shapes
+
+
+def scenic_vivit_shapes(kind: str, dim: int = 64, depth: int = 2, heads: int = 4, patch: int = 8, tubelet: int = 2,
+                        grid: int = 4, frames: int = 8, classes: int = 5, temporal_depth: int = 2) -> dict[str, list[int]]:
+    """scenic ``ViViT`` (``kind``: spacetime with classifier token, factorized_self_attention_block
+    and factorized_dot_product_attention with gap) or ``SpaceTimeViViT`` (factorized_encoder, token)."""
+    shapes = {"embedding/kernel": [tubelet, patch, patch, 3, dim], "embedding/bias": [dim],
+              "output_projection/kernel": [dim, classes], "output_projection/bias": [classes]}
+    slices = frames // tubelet
+    if kind == "factorized_encoder":
+        shapes.update({"cls_SpatialTransformer": [1, 1, dim], "cls_TemporalTransformer": [1, 1, dim]})
+        shapes.update(scenic_encoder_shapes("SpatialTransformer", depth, dim, heads, 1 + grid * grid))
+        return {**shapes, **scenic_encoder_shapes("TemporalTransformer", temporal_depth, dim, heads, 1 + slices)}
+    token = kind == "spacetime"
+    if token:
+        shapes["cls"] = [1, 1, dim]
+    return {**shapes, **scenic_encoder_shapes("Transformer", depth, dim, heads, int(token) + slices * grid * grid,
+                                              factorised_self=kind == "factorized_self_attention_block")}

@@ -98,7 +98,7 @@ def test_a_static_clip_gives_the_image_models_features_per_frame(name):
         single = tubelet.create_model(name, num_classes=5, img_size=32, num_frames=1, attention="space").eval()
         init_from_image(single, VIT)
         tokens = {}
-        single.pool.register_forward_hook(lambda module, args, out: tokens.setdefault("x", args[0]))
+        single.pool.register_forward_hook(lambda module, args, out: tokens.update(x=args[0]))
         single(frame.unsqueeze(2))
         torch.testing.assert_close(single.norm(tokens["x"][:, 0]), reference, atol=1e-5, rtol=1e-5)
 

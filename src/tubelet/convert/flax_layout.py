@@ -64,29 +64,29 @@ def strip_tree_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def to_torch_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Arrays already renamed to PyTorch names, in Flax layout -> PyTorch layout.
+    """Arrays renamed to PyTorch module paths but still in Flax layout -> a PyTorch state dict.
 
-    ``X.query|key|value.weight|bias`` (per-head Flax kernels and biases) are fused into
-    ``X.qkv.weight|bias``; a ``.weight`` of 3 dimensions is a per-head ``out`` kernel, of 2 a
-    ``Dense`` kernel, of 4 or 5 a ``Conv`` kernel; 1-dimensional weights (LayerNorm scales) and
-    every other array keep their layout.
+    Only the Flax-specific names change: ``X.scale`` (a LayerNorm's) becomes ``X.weight``;
+    ``X.kernel`` becomes ``X.weight`` in PyTorch layout (3 dimensions: a per-head ``out`` kernel;
+    2: a ``Dense`` kernel; 4 or 5: a ``Conv`` kernel); ``X.query|key|value.kernel|bias`` (per-head
+    kernels and biases) are fused into ``X.qkv.weight|bias``. Every other array (biases, tokens,
+    positional tables) is kept as it is.
     """
     out = {}
     for name, value in state.items():
-        split = re.fullmatch(r"(.*)\.(query|key|value)\.(weight|bias)", name)
+        split = re.fullmatch(r"(.*)\.(query|key|value)\.(kernel|bias)", name)
         if split:
             base, part, kind = split.groups()
             if part == "query":
                 pieces = [state.get(f"{base}.{p}.{kind}") for p in ("query", "key", "value")]
                 if any(piece is None for piece in pieces):
                     raise ValueError(f"{base}: the query, key and value {kind}s must all be present")
-                out[f"{base}.qkv.{kind}"] = fused_qkv(*pieces)
+                out[f"{base}.qkv.{'weight' if kind == 'kernel' else 'bias'}"] = fused_qkv(*pieces)
             continue
-        if name.endswith(".weight") and value.ndim == 3:
-            value = out_projection(value)
-        elif name.endswith(".weight") and value.ndim == 2:
-            value = dense(value)
-        elif name.endswith(".weight") and value.ndim >= 4:
-            value = conv(value)
+        if name.endswith(".scale"):
+            name = name[: -len("scale")] + "weight"
+        elif name.endswith(".kernel"):
+            name = name[: -len("kernel")] + "weight"
+            value = out_projection(value) if value.ndim == 3 else dense(value) if value.ndim == 2 else conv(value)
         out[name] = value
     return out

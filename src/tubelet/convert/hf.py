@@ -29,8 +29,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from tubelet.convert.keys import Rule, load_converted, read_weight_file, rename
-from tubelet.models.registry import create_model, get_entry, list_models
+from tubelet.convert.keys import Rule, closest_architecture, load_converted, read_weight_file, rename
+from tubelet.models.registry import create_model
 
 
 # Hugging Face activation names -> tubelet ``act``; the three tanh forms are the same function.
@@ -299,17 +299,7 @@ def model_arguments(config: dict) -> tuple[str, dict]:
         num_heads=config["num_attention_heads"], mlp_ratio=mlp_ratio, norm_eps=config["layer_norm_eps"],
         act=ACTIVATIONS[act], **family_args,
     )
-    return _closest_architecture(family_filter, args), args
-
-
-def _closest_architecture(family_filter: str, args: dict) -> str:
-    """The registered name containing ``family_filter`` whose defaults differ from ``args`` in the
-    fewest arguments (the 16x448 TimeSformer for an HR checkpoint, say); ``args`` override it anyway."""
-    def differences(name: str) -> int:
-        defaults = get_entry(name).defaults
-        return sum(defaults.get(key) != value for key, value in args.items())
-
-    return min(list_models(family_filter), key=differences)
+    return closest_architecture(family_filter, args), args
 
 
 def load_hf_model(folder: str | os.PathLike) -> nn.Module:

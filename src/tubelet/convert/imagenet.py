@@ -254,3 +254,16 @@ def is_image_checkpoint(path: str | os.PathLike) -> bool:
     """Whether ``train.init`` names an image checkpoint file rather than a tubelet checkpoint
     or model folder."""
     return Path(path).is_file() and Path(path).suffix in SUFFIXES
+
+
+def load_image_initialised(path: str | os.PathLike, model: str | None = None, *, tubelet_init: str | None = None,
+                           temporal_init: str | None = None, **model_args) -> nn.Module:
+    """``create_model(model, **model_args)`` initialised from the image ViT file ``path``
+    (``tubelet convert FILE --from timm --set model=NAME``); the report is ``.init_report``."""
+    if model is None:
+        raise ValueError("--from timm initialises a video architecture: name it with --set model=NAME (see `tubelet models`)")
+    from tubelet.models.registry import create_model
+
+    video = create_model(model, **model_args)
+    video.init_report = init_from_image(video, path, tubelet_init=tubelet_init, temporal_init=temporal_init)
+    return video

@@ -3,6 +3,7 @@ weights into a tubelet model with errors that name every key that does not fit."
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -13,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tubelet.models.registry import create_model
+from tubelet.models.registry import create_model, get_entry, list_models
 
 Rule = tuple[str, str]  # (regular expression over a foreign name, tubelet name template)
 SHOWN = 8  # names listed in one error message before "and N more"
@@ -104,3 +105,40 @@ def load_into_registered(state: Mapping[str, torch.Tensor], candidates: list[tup
         misfits.append((sum(map(len, problems.values())), name, problems))
     _, name, problems = min(misfits, key=lambda misfit: misfit[:2])
     raise ValueError(f"{source} fits no tubelet architecture; closest is {name}: {describe(problems)}")
+
+
+def read_model_state(path: str | os.PathLike, strip: str = "") -> dict[str, torch.Tensor]:
+    """The parameters of a PySlowFast-style checkpoint (``torch.save`` of a dict with
+    ``model_state``) or of a bare state dict, without DDP's ``module.`` and without ``strip``."""
+    checkpoint = read_weight_file(path)
+    state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no model_state nor a state dict (a mapping of parameter names to tensors)")
+    out = {}
+    for name, value in state.items():
+        name = name[len("module."):] if name.startswith("module.") else name
+        out[name[len(strip):] if strip and name.startswith(strip) else name] = value
+    return out
+
+
+def square_grid(table: torch.Tensor, prefix: int, key: str) -> int:
+    """The side ``g`` of a positional table ``[1, prefix + g*g, D]``; a ValueError names ``key``."""
+    side = math.isqrt(table.shape[1] - prefix)
+    if side * side != table.shape[1] - prefix:
+        raise ValueError(f"{key} {list(table.shape)} is not a square grid of positions after {prefix} prefix rows")
+    return side
+
+
+def ranked_architectures(family_filter: str, args: dict) -> list[str]:
+    """The registered names containing ``family_filter``, those whose defaults differ from ``args``
+    in the fewest arguments first (the 16x448 TimeSformer for an HR checkpoint, say)."""
+    def differences(name: str) -> int:
+        defaults = get_entry(name).defaults
+        return sum(defaults.get(key) != value for key, value in args.items())
+
+    return sorted(list_models(family_filter), key=differences)
+
+
+def closest_architecture(family_filter: str, args: dict) -> str:
+    """The first of ``ranked_architectures``; ``args`` override its defaults anyway."""
+    return ranked_architectures(family_filter, args)[0]

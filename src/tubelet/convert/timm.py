@@ -31,36 +31,26 @@ ENCODER_BLOCK = r"Transformer/encoderblock_(\d+)/"
 # Flax numbers sub-modules per class in newer releases (LayerNorm_0, MultiHeadDotProductAttention_0,
 # LayerNorm_1, MlpBlock_0) and across classes in the first ones (..._1, LayerNorm_2, MlpBlock_3).
 GOOGLE_VIT_KEYS: list[Rule] = [
-    (r"embedding/kernel", "patch_embed.proj.weight"),
+    (r"embedding/kernel", "patch_embed.proj.kernel"),
     (r"embedding/bias", "patch_embed.proj.bias"),
     (r"cls", "cls_token"),
     (r"(?:Transformer/posembed_input/)?pos_embedding", "pos_embed"),
     (ENCODER_BLOCK + r"LayerNorm_0/(scale|bias)", r"blocks.\1.norm1.\2"),
-    (ENCODER_BLOCK + r"MultiHeadDotProductAttention_\d/(query|key|value)/kernel", r"blocks.\1.attn.\2.weight"),
-    (ENCODER_BLOCK + r"MultiHeadDotProductAttention_\d/(query|key|value)/bias", r"blocks.\1.attn.\2.bias"),
-    (ENCODER_BLOCK + r"MultiHeadDotProductAttention_\d/out/kernel", r"blocks.\1.attn.proj.weight"),
-    (ENCODER_BLOCK + r"MultiHeadDotProductAttention_\d/out/bias", r"blocks.\1.attn.proj.bias"),
+    (ENCODER_BLOCK + r"MultiHeadDotProductAttention_\d/(query|key|value)/(kernel|bias)", r"blocks.\1.attn.\2.\3"),
+    (ENCODER_BLOCK + r"MultiHeadDotProductAttention_\d/out/(kernel|bias)", r"blocks.\1.attn.proj.\2"),
     (ENCODER_BLOCK + r"LayerNorm_[12]/(scale|bias)", r"blocks.\1.norm2.\2"),
-    (ENCODER_BLOCK + r"MlpBlock_\d/Dense_0/kernel", r"blocks.\1.mlp.fc1.weight"),
-    (ENCODER_BLOCK + r"MlpBlock_\d/Dense_0/bias", r"blocks.\1.mlp.fc1.bias"),
-    (ENCODER_BLOCK + r"MlpBlock_\d/Dense_1/kernel", r"blocks.\1.mlp.fc2.weight"),
-    (ENCODER_BLOCK + r"MlpBlock_\d/Dense_1/bias", r"blocks.\1.mlp.fc2.bias"),
+    (ENCODER_BLOCK + r"MlpBlock_\d/Dense_0/(kernel|bias)", r"blocks.\1.mlp.fc1.\2"),
+    (ENCODER_BLOCK + r"MlpBlock_\d/Dense_1/(kernel|bias)", r"blocks.\1.mlp.fc2.\2"),
     (r"Transformer/encoder_norm/(scale|bias)", r"norm.\1"),
-    (r"pre_logits/kernel", "pre_logits.fc.weight"),
-    (r"pre_logits/bias", "pre_logits.fc.bias"),
-    (r"head/kernel", "head.weight"),
-    (r"head/bias", "head.bias"),
+    (r"pre_logits/(kernel|bias)", r"pre_logits.fc.\1"),
+    (r"head/(kernel|bias)", r"head.\1"),
 ]
-
-
-def _scale_to_weight(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name[: -len("scale")] + "weight" if name.endswith(".scale") else name: value for name, value in state.items()}
 
 
 def convert_google_vit(arrays: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A Google ViT parameter tree (``.npz`` names) -> a timm ``VisionTransformer`` state dict.
     A name outside ``GOOGLE_VIT_KEYS`` is a ValueError naming it."""
-    return to_torch_layout(_scale_to_weight(rename(strip_tree_prefix(dict(arrays)), GOOGLE_VIT_KEYS, SOURCE)))
+    return to_torch_layout(rename(strip_tree_prefix(dict(arrays)), GOOGLE_VIT_KEYS, SOURCE))
 
 
 def unwrap_state(checkpoint, path: str | os.PathLike) -> dict[str, torch.Tensor]:

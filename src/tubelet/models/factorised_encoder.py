@@ -14,6 +14,8 @@ from tubelet.models.blocks import drop_path_rates, make_blocks
 from tubelet.models.heads import Prefix, make_head
 from tubelet.models.video_transformer import as_pair
 
+DROP_PATH_RAMPS = ("across", "per_encoder")
+
 
 class FactorisedEncoder(VideoClassifier):
     """``[B, C, T, H, W] -> [B, num_classes]`` in two stages.
@@ -27,6 +29,9 @@ class FactorisedEncoder(VideoClassifier):
        With ``temporal_depth=0`` an aggregation head over the frames takes its place
        (``tubelet.models.heads``; ``head=None`` is ``frame_mean``, averaging the summaries):
        TimeSformer's space-only model ("S"), which classifies each frame and averages.
+    Stochastic depth rises linearly to ``drop_path_rate``: ``drop_path_ramp="across"`` over the
+    ``depth + temporal_depth`` blocks as one stack, ``"per_encoder"`` from 0 in each encoder's
+    first block to the rate in its last, as scenic's ViViT builds each ``Encoder``.
     """
 
     block_groups = ("blocks", "temporal_blocks")
@@ -52,6 +57,7 @@ class FactorisedEncoder(VideoClassifier):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        drop_path_ramp: str = "across",
         norm_eps: float = 1e-6,
         act: str = "gelu",
     ):
@@ -63,7 +69,12 @@ class FactorisedEncoder(VideoClassifier):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = JointPosEmbed(VideoShape(1, self.grid.h, self.grid.w), embed_dim, num_prefix=1)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = drop_path_rates(self.num_layers, drop_path_rate)
+        if drop_path_ramp not in DROP_PATH_RAMPS:
+            raise ValueError(f"unknown drop_path_ramp {drop_path_ramp!r}; expected one of {DROP_PATH_RAMPS}")
+        if drop_path_ramp == "across":
+            rates = drop_path_rates(self.num_layers, drop_path_rate)
+        else:
+            rates = drop_path_rates(depth, drop_path_rate) + drop_path_rates(temporal_depth, drop_path_rate)
         block_args = dict(
             dim=embed_dim, num_heads=num_heads, attention="joint", mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
             drop=drop_rate, attn_drop=attn_drop_rate, norm_eps=norm_eps, act=act,

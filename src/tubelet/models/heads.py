@@ -12,7 +12,15 @@ token ``t`` belongs to frame ``t``, as in XViT and TimeSformer's space-only mode
 | ``cls`` | the clip's class token, normalised | ViT, TimeSformer, ViViT 1 |
 | ``mean`` | the mean of the patch tokens, normalised (VideoMAE's ``fc_norm``) | ViViT 3-4, VideoMAE, LVT |
 | ``frame_mean`` | the temporal average of the normalised per-frame features | TSN / TSM consensus |
+| ``frame_mean_norm`` | the temporal average of the per-frame features, then normalised | TimeSformer's official space-only code |
+| ``norm_mean`` | the mean of the normalised patch tokens | scenic's ViViT 1-4 (``encoder_norm``, then global average pooling) |
+| ``norm_mean_mlp`` | ``norm_mean``, then LayerNorm -> Linear -> GELU | the official LVT code (``VVTHead``) |
 | ``taa`` | temporal attention aggregation over the per-frame features | XViT (Bulat et al. 2021, Sec. 3.3) |
+
+``mean`` and ``norm_mean``, like ``frame_mean`` and ``frame_mean_norm``, are one pool with averaging
+and normalising in the two orders; LayerNorm is not linear, so their features differ. The papers
+do not say which; the official codes use the forms the table names, and the converters of those
+codes build them.
 
 Per-frame features are the frames' class tokens where the backbone has them, otherwise the mean
 of each frame's patch tokens. XViT's other global mechanism, the summary token, acts inside the
@@ -86,6 +94,46 @@ class FrameMeanHead(nn.Module):
         return frame_features(x, shape, norm, self.prefix).mean(dim=1)
 
 
+class FrameMeanNormHead(nn.Module):
+    """The per-frame features averaged over time, then normalised: TimeSformer's official
+    space-only model averages every token over the frames, normalises, and reads the class token."""
+
+    def __init__(self, dim: int, prefix: Prefix):
+        super().__init__()
+        self.prefix = prefix
+        self.out_dim = dim
+
+    def forward(self, x: torch.Tensor, shape: VideoShape, norm: nn.Module) -> torch.Tensor:
+        return norm(frame_features(x, shape, nn.Identity(), self.prefix).mean(dim=1))
+
+
+class NormMeanHead(nn.Module):
+    """The mean of the normalised patch tokens (scenic: ``encoder_norm`` on every token, then
+    global average pooling)."""
+
+    def __init__(self, dim: int, prefix: Prefix):
+        super().__init__()
+        self.out_dim = dim
+
+    def forward(self, x: torch.Tensor, shape: VideoShape, norm: nn.Module) -> torch.Tensor:
+        return norm(x[:, shape.num_prefix(x.shape[1]) :]).mean(dim=1)
+
+
+class NormMeanMlpHead(NormMeanHead):
+    """The official LVT head: ``norm_mean``, then ``LayerNorm`` (eps 1e-5) -> ``Linear(D,
+    mlp_dim)`` -> GELU; the model's dropout and classifier follow (``VVTHead``'s last two layers)."""
+
+    def __init__(self, dim: int, prefix: Prefix, *, mlp_dim: int | None = None):
+        super().__init__(dim, prefix)
+        self.out_dim = dim if mlp_dim is None else mlp_dim
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, self.out_dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor, shape: VideoShape, norm: nn.Module) -> torch.Tensor:
+        return self.act(self.fc(self.mlp_norm(super().forward(x, shape, norm))))
+
+
 class TemporalAttentionAggregation(nn.Module):
     """XViT's temporal attention aggregation: a light transformer over the per-frame features.
 
@@ -121,8 +169,11 @@ class TemporalAttentionAggregation(nn.Module):
         return self.act(self.fc(self.norm(seq[:, 0])))
 
 
-HEADS = {"cls": ClassTokenHead, "mean": PatchMeanHead, "frame_mean": FrameMeanHead, "taa": TemporalAttentionAggregation}
-HEAD_OPTIONS = {"taa": ("depth", "mlp_dim", "mlp_ratio", "drop", "attn_drop", "drop_path")}
+HEADS = {
+    "cls": ClassTokenHead, "mean": PatchMeanHead, "frame_mean": FrameMeanHead, "frame_mean_norm": FrameMeanNormHead,
+    "norm_mean": NormMeanHead, "norm_mean_mlp": NormMeanMlpHead, "taa": TemporalAttentionAggregation,
+}
+HEAD_OPTIONS = {"taa": ("depth", "mlp_dim", "mlp_ratio", "drop", "attn_drop", "drop_path"), "norm_mean_mlp": ("mlp_dim",)}
 
 
 def make_head(name: str, dim: int, prefix: Prefix, *, num_heads: int, options: dict | None = None) -> nn.Module:
@@ -134,4 +185,4 @@ def make_head(name: str, dim: int, prefix: Prefix, *, num_heads: int, options: d
     check_keys(options, list(HEAD_OPTIONS.get(name, ())), f"head {name!r} has no option")
     if name == "taa":
         return TemporalAttentionAggregation(dim, prefix, num_heads=num_heads, **options)
-    return HEADS[name](dim, prefix)
+    return HEADS[name](dim, prefix, **options)

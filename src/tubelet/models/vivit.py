@@ -24,7 +24,7 @@ SUFFIXES = {"base": "base_p16t2_32x224", "large": "large_p16t2_32x224", "tiny": 
 # The ViViT checkpoints released with Hugging Face use the tanh GELU; the paper's JAX code uses exact GELU.
 MODELS = {
     "joint": (VideoTransformer, dict(attention="joint", pos_embed="joint")),
-    "factorised_encoder": (FactorisedEncoder, dict(temporal_depth=4)),
+    "factorised_encoder": (FactorisedEncoder, dict(temporal_depth=4, drop_path_ramp="per_encoder")),
     "factorised_self": (VideoTransformer, dict(attention="factorised_self", pos_embed="joint", class_token=False, head="mean")),
     "factorised_dot": (VideoTransformer, dict(attention="factorised_dot", pos_embed="joint", class_token=False, head="mean")),
 }
