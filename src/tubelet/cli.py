@@ -51,6 +51,15 @@ def _positive(kind: type) -> Callable[[str], int | float]:
     return parse
 
 
+def _undecodable_code(failed: int, total: int) -> int:
+    """The exit code of a command that read ``total`` videos of which ``failed`` did not decode, the
+    same for check-videos, eval and predict: 0 none, 1 some (the others were used, the bad ones are
+    named), and a one-line error, exit code 2, when none could be used."""
+    if total and failed == total:
+        raise UsageError(f"all {total} video(s) could not be decoded (listed above)")
+    return 1 if failed else 0
+
+
 def _cmd_models(args: argparse.Namespace) -> None:
     from tubelet.models.summary import print_model_table
 
@@ -58,13 +67,13 @@ def _cmd_models(args: argparse.Namespace) -> None:
 
 
 def _cmd_check_videos(args: argparse.Namespace) -> int:
-    """Exit code 0 when every video decodes, 1 when some do not (listed in --out)."""
+    """Exit code 0 when every video decodes, 1 when some do not (listed in --out), 2 when none does."""
     from tubelet.data.check import check_videos, summary, video_paths, write_bad_list
 
     results = check_videos(video_paths(args.source), workers=args.workers)
     write_bad_list(results, args.out)
     print(summary(results, args.out))
-    return 0 if all(result.ok for result in results) else 1
+    return _undecodable_code(sum(not result.ok for result in results), len(results))
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -136,16 +145,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"training finished: {run}\n{format_report(run_report(run))}")
 
 
-def _cmd_eval(args: argparse.Namespace) -> None:
+def _cmd_eval(args: argparse.Namespace) -> int:
     from tubelet.engine.evaluate import evaluate_checkpoint, format_metrics
 
     result, written = evaluate_checkpoint(args.checkpoint, args.data, views=args.views, out=args.out)
     print(format_metrics(result))
     for path in written:
         print(f"wrote {path}")
+    return _undecodable_code(len(result.failed), len(result.failed) + result.metrics["videos"])
 
 
-def _cmd_predict(args: argparse.Namespace) -> None:
+def _cmd_predict(args: argparse.Namespace) -> int:
     if args.stride is not None and args.window is None:
         raise UsageError(f"--stride {args.stride:g} needs --window SECONDS (the sliding-window mode)")
     for video in args.videos:
@@ -176,9 +186,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             print(f"{result['path']}:\n{format_predictions(result['segments'])}")
     else:
         print(format_predictions(results))
-    failed = sum("error" in result for result in results)
-    if failed:
-        raise UsageError(f"{failed} of {len(results)} videos could not be decoded (listed above)")
+    return _undecodable_code(sum("error" in result for result in results), len(results))
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -340,6 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tubelet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as error:
+        from tubelet.data.decode import DecodeError
+
+        if not isinstance(error, DecodeError):
+            raise
+        # unreadable training videos; from a DataLoader worker the message ends with the error's own line
+        line = str(error).strip().splitlines()[-1].removeprefix(f"{DecodeError.__module__}.DecodeError: ")
+        print(f"tubelet {args.command}: error: {line}", file=sys.stderr)
+        return 2
     return code or 0
 
 

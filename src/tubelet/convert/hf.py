@@ -248,7 +248,12 @@ def read_hf_config(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: not a Hugging Face save_pretrained folder")
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise ValueError(f"{path}: model_type={model_type!r} is not supported; expected one of {sorted(FAMILIES)}")

@@ -39,10 +39,13 @@ _MAIN_PROCESS_THREADS = 4
 
 
 class DecodeError(RuntimeError):
-    """A video that cannot be opened or decoded. ``path`` names it, ``reason`` says why."""
+    """A video that cannot be opened or decoded. ``path`` names it, ``reason`` says why.
 
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    ``DecodeError(message)`` alone is how a DataLoader re-raises one from a worker (the message
+    then holds the worker's traceback, the error's own line last)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str | None = None) -> None:
+        super().__init__(str(path) if reason is None else f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
 

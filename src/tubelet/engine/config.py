@@ -237,7 +237,10 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise ValueError(f"override {override!r} is not of the form key=value")
-    value = yaml.safe_load(text) if text.strip() else ""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as error:
+        raise ValueError(f"override {override!r}: the value is not YAML ({str(error).splitlines()[0]})") from None
     parts = key.split(".")
     if parts == ["model"]:
         parts = ["model", "name"]
@@ -267,14 +270,27 @@ def resolve_recipe(recipe: str) -> Path:
     raise FileNotFoundError(f"recipe '{recipe}' is neither a file nor a name under {RECIPES_DIR}{hint}")
 
 
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """The raw mapping of sections in a recipe (or a run's config.yaml); a file that is not UTF-8
+    YAML holding a mapping is a ``ValueError`` naming it."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file (a recipe is YAML)") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"{path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
 def _read_recipe(recipe: str | None) -> tuple[dict[str, Any], Path | None]:
     if recipe is None:
         return {}, None
     path = resolve_recipe(recipe)
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"recipe {path} must hold a mapping of sections, got {type(raw).__name__}")
-    return raw, path
+    return read_recipe_file(path), path
 
 
 def _check_recipe_model_args(raw: dict[str, Any], path: Path, overridden_name: str) -> None:

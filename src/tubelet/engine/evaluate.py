@@ -102,7 +102,8 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: t
     shards = gather_objects((indices, view_scores, labels, failed, float(loss_sum)))
     indices = torch.cat([t for shard in shards for t in shard[0]])
     if len(indices) == 0:
-        raise ValueError(f"no video could be evaluated: all {len(failed)} failed to decode")
+        raise ValueError(f"no video could be evaluated: all {len(failed)} failed to decode "
+                         f"({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''})")
     order = indices.argsort()
     view_scores = torch.cat([t for shard in shards for t in shard[1]])[order]
     labels = torch.cat([t for shard in shards for t in shard[2]])[order]

@@ -13,10 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tubelet.engine import checkpoint as ckpt
-from tubelet.engine.config import Config, apply_override, config_from_dict, config_to_dict
+from tubelet.engine.config import Config, apply_override, config_from_dict, config_to_dict, read_recipe_file
 
 RUN_CONFIG = "config.yaml"
 
@@ -31,12 +29,7 @@ def read_run_config(run_dir: str | Path, overrides: list[str] = ()) -> Config:
     path = Path(run_dir) / RUN_CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"nothing to resume: {run_dir} is not a run folder (it has no {RUN_CONFIG})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    raw = read_recipe_file(path)
     for override in overrides:
         apply_override(raw, override)
     try:
