@@ -56,7 +56,7 @@ def _undecodable_code(failed: int, total: int) -> int:
     same for check-videos, eval and predict: 0 none, 1 some (the others were used, the bad ones are
     named), and a one-line error, exit code 2, when none could be used."""
     if total and failed == total:
-        raise UsageError(f"all {total} video(s) could not be decoded (listed above)")
+        raise UsageError(f"{failed} of {total} videos could not be decoded (listed above)")
     return 1 if failed else 0
 
 
