@@ -253,14 +253,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "save_pretrained folder of TimesformerForVideoClassification, VivitForVideoClassification "
         "or VideoMAEForVideoClassification; torchvision-mvit: a state dict file (.pth or .safetensors) "
         "of torchvision's mvit_v2_s; slowfast-mvit: a PySlowFast MViTv2 checkpoint (.pyth); timesformer: "
-        "an official TimeSformer checkpoint (.pyth); xvit: an official XViT checkpoint (--set "
-        "temporal_shift_div=8 for its Kinetics configs); scenic-vivit: a scenic ViViT tree as .npz (--set "
+        "an official TimeSformer checkpoint (.pyth); xvit, lvt: an official XViT or Linear_VideoTransformer "
+        "checkpoint (--set temporal_shift_div=8 for their Kinetics configs); scenic-vivit: a scenic ViViT tree as .npz (--set "
         "attention_type=factorized_dot_product_attention for model 4, img_size=N); timm: an image ViT "
         "(.pth, .npz, .safetensors) initialising --set model=NAME (and its constructor arguments).",
     )
     convert.add_argument("source", metavar="SRC", help="the checkpoint folder or file to convert")
     convert.add_argument("--from", dest="source_format", required=True, metavar="FORMAT",
-                         help="its format: hf, torchvision-mvit, slowfast-mvit, timesformer, xvit, scenic-vivit or timm")
+                         help="its format: hf, torchvision-mvit, slowfast-mvit, timesformer, xvit, lvt, scenic-vivit or timm")
     convert.add_argument("--set", dest="options", nargs="+", default=[], metavar="key=value",
                          help="options of the format's loader (YAML values)")
     convert.add_argument("--out", required=True, metavar="DST", help="the tubelet model folder to write")

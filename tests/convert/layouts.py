@@ -151,3 +151,29 @@ def scenic_vivit_shapes(kind: str, dim: int = 64, depth: int = 2, heads: int = 4
         shapes["cls"] = [1, 1, dim]
     return {**shapes, **scenic_encoder_shapes("Transformer", depth, dim, heads, int(token) + slices * grid * grid,
                                               factorised_self=kind == "factorized_self_attention_block")}
+
+
+def lvt_official_shapes(dim: int = 64, depth: int = 2, heads: int = 4, patch: int = 8, frames: int = 4, classes: int = 5,
+                        share_gate: bool = True) -> dict[str, list[int]]:
+    """OpenNLPLab/Linear_VideoTransformer ``XVIT`` with ``lvit_v2`` (``OverlapPatchEmbed``,
+    ``temp_embed``, ``LinearBlock`` ``divided_time_space`` with ``USE_CGATE``, the ``DWConv`` MLP),
+    ``new_fc`` and ``VVTHead`` (``mlp_head`` LayerNorm, Linear, GELU, Dropout, Linear)."""
+    hd, hidden = dim // heads, 4 * dim
+    shapes = {"base_model.patch_embed.proj.weight": [dim, 3, patch, patch], "base_model.patch_embed.proj.bias": [dim],
+              "base_model.patch_embed.norm.weight": [dim], "base_model.patch_embed.norm.bias": [dim],
+              "base_model.temp_embed": [1, frames, 1, dim], "base_model.norm.weight": [dim], "base_model.norm.bias": [dim],
+              "new_fc.weight": [classes, dim], "new_fc.bias": [classes],
+              "consensus.mlp_head.0.weight": [dim], "consensus.mlp_head.0.bias": [dim],
+              "consensus.mlp_head.1.weight": [dim, dim], "consensus.mlp_head.1.bias": [dim],
+              "consensus.mlp_head.4.weight": [classes, dim], "consensus.mlp_head.4.bias": [classes]}
+    for i in range(depth):
+        b = f"base_model.blocks.{i}."
+        for norm, attn in (("norm1", "attn"), ("temporal_norm1", "temporal_attn")):
+            shapes.update({f"{b}{norm}.weight": [dim], f"{b}{norm}.bias": [dim], f"{b}{attn}.qkv.weight": [3 * dim, dim],
+                           f"{b}{attn}.qkv.bias": [3 * dim], f"{b}{attn}.proj.weight": [dim, dim], f"{b}{attn}.proj.bias": [dim]})
+            for gate in (("pgate",) if share_gate else ("q_gate", "k_gate")):
+                shapes.update({f"{b}{attn}.{gate}.weight": [hd, 3 * hd], f"{b}{attn}.{gate}.bias": [hd]})
+        shapes.update({b + "norm2.weight": [dim], b + "norm2.bias": [dim], b + "mlp.fc1.weight": [hidden, dim], b + "mlp.fc1.bias": [hidden],
+                       b + "mlp.dwconv.dwconv.weight": [hidden, 1, 3, 3], b + "mlp.dwconv.dwconv.bias": [hidden],
+                       b + "mlp.fc2.weight": [dim, hidden], b + "mlp.fc2.bias": [dim]})
+    return shapes

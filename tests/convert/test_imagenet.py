@@ -153,3 +153,14 @@ def test_recipe_trains_from_an_image_vit_checkpoint(tmp_path, tiny_synth, recipe
     assert "init reshaped: pos_embed." in lines and "grid 4x4 -> 2x2" in lines
     assert "init missing (kept at the model's initialisation): " in lines and "head.weight" in lines
     assert "init unexpected (not used): " in lines and "head.weight (the image classifier)" in lines
+
+
+def test_the_official_lvt_architecture_starts_from_an_image_vit_with_its_own_rule():
+    from tubelet.convert.lvt import official_arguments
+
+    model = tubelet.create_model("lvt_tiny_p8_8x32", num_classes=5, **official_arguments(patch_stride=7))
+    report = init_from_image(model, VIT)
+    assert torch.count_nonzero(_weights(model, "pos_embed.temporal")) == 0
+    assert "pos_embed" in report.unused and "patch_embed.norm.weight" in report.fresh
+    assert torch.equal(_weights(model, "blocks.0.attn.steps.1.attn.qkv.weight"), VIT["blocks.0.attn.qkv.weight"])  # the frame step
+    assert "blocks.0.attn.steps.0.attn.qkv.weight" in report.fresh  # the tube step: fresh, as the LVT code

@@ -12,13 +12,14 @@ import torch.nn.functional as F
 import tubelet
 from tubelet.cli import main
 from tubelet.convert import load_foreign_model
+from tubelet.convert.lvt import convert_lvt_official, load_lvt_official
 from tubelet.convert.scenic_vivit import convert_scenic_vivit, load_scenic_vivit
 from tubelet.convert.timesformer import convert_timesformer_official, load_timesformer_official
 from tubelet.convert.xvit import convert_xvit_official, load_xvit_official
 from tubelet.layers.shape import VideoShape
 from tubelet.models.heads import FrameMeanNormHead, NormMeanHead
 
-from .layouts import random_state, scenic_vivit_shapes, timesformer_official_shapes, xvit_official_shapes
+from .layouts import lvt_official_shapes, random_state, scenic_vivit_shapes, timesformer_official_shapes, xvit_official_shapes
 
 
 def _pyth(tmp_path, state, prefix=""):
@@ -161,3 +162,23 @@ def test_convert_command_takes_loader_options_and_prints_the_init_report(tmp_pat
     assert "--from xvit has no option 'shift_div'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="name it with --set model=NAME"):
         load_foreign_model(tmp_path / "vit.pth", "timm")
+
+
+@pytest.mark.parametrize("share_gate", [True, False])
+def test_official_lvt_fills_the_official_architecture(tmp_path, share_gate):
+    official = random_state(lvt_official_shapes(share_gate=share_gate))
+    converted = convert_lvt_official(official)
+    assert len(converted) == len(official) - 2  # new_fc: not on the forward path of the vit consensus
+    model = load_lvt_official(_pyth(tmp_path, official), img_size=32, patch_stride=7)
+    args = model.config["args"]
+    assert args["attention_options"]["groupings"] == ["tube", "frame"] and args["attention_options"]["temporal_shift_div"] == 4
+    assert args["attention_options"]["fixation_shared"] is share_gate and args["num_heads"] == 4
+    assert (args["patch_stride"], args["patch_norm"], args["pos_embed"], args["mlp"], args["head"]) == (7, True, "temporal", "dwconv", "norm_mean_mlp")
+    state = model.state_dict()
+    assert set(state) == set(converted)
+    assert torch.equal(state["blocks.0.attn.steps.0.attn.qkv.weight"], official["base_model.blocks.0.temporal_attn.qkv.weight"])  # time first
+    assert torch.equal(state["blocks.1.mlp.dwconv.weight"], official["base_model.blocks.1.mlp.dwconv.dwconv.weight"])
+    assert model.grid == VideoShape(4, 5, 5)  # (32 + 2*4 - 8) // 7 + 1
+    assert model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 5)
+    with pytest.raises(ValueError, match=r"official LVT parameters with no tubelet counterpart: base_model.blocks.0.attn.k_conv.weight"):
+        convert_lvt_official({**official, "base_model.blocks.0.attn.k_conv.weight": torch.zeros(1)})

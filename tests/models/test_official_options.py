@@ -52,3 +52,37 @@ def test_vivit_model_2_ramps_stochastic_depth_per_encoder_as_scenic():
     assert [b.drop_path.p for b in (*across.blocks, *across.temporal_blocks)] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
     with pytest.raises(ValueError, match="unknown drop_path_ramp 'per_block'"):
         tubelet.create_model("vivit_factorised_encoder_tiny_p8t2_8x32", drop_path_ramp="per_block")
+
+
+def test_overlapping_patches_give_the_lvt_codes_289_tokens_and_a_norm():
+    from tubelet.layers.patch_embed import PatchEmbed
+
+    embed = PatchEmbed(patch_size=16, tubelet_size=1, in_chans=3, embed_dim=8, stride=14, norm=True)
+    tokens, shape = embed(torch.randn(1, 3, 2, 224, 224))
+    assert shape == VideoShape(2, 17, 17) and tokens.shape == (1, 2 * 289, 8)
+    torch.testing.assert_close(tokens.mean(-1), torch.zeros(1, 578) + embed.norm.bias.mean(), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="patch stride 20 must be between 1 and the patch size 16"):
+        PatchEmbed(patch_size=16, tubelet_size=1, in_chans=3, embed_dim=8, stride=20)
+
+
+def test_dwconv_mlp_convolves_each_frames_grid_between_its_layers():
+    from tubelet.layers.mlp import ConvMlp
+
+    torch.manual_seed(0)
+    mlp = ConvMlp(8, 16)
+    x = torch.randn(2, 1 + SHAPE.num_patches, 8)  # a prefix token passes beside the convolution
+    h = mlp.fc1(x)
+    grid = h[:, 1:].reshape(2 * SHAPE.t, SHAPE.h, SHAPE.w, 16).permute(0, 3, 1, 2)
+    conv = torch.nn.functional.conv2d(grid, mlp.dwconv.weight, mlp.dwconv.bias, padding=1, groups=16)
+    h = torch.cat([h[:, :1], conv.permute(0, 2, 3, 1).reshape(2, -1, 16)], dim=1)
+    torch.testing.assert_close(mlp(x, SHAPE), mlp.fc2(torch.nn.functional.gelu(h)))
+
+
+def test_temporal_only_positions_add_one_vector_per_frame_and_resize():
+    from tubelet.layers.pos_embed import TemporalPosEmbed
+
+    table = TemporalPosEmbed(SHAPE, 8, num_prefix=0)
+    x = torch.zeros(1, SHAPE.num_patches, 8)
+    out = table(x, SHAPE).reshape(SHAPE.t, SHAPE.spatial, 8)
+    assert torch.equal(out[1, 3], table.temporal[0, 1]) and torch.equal(out[0, 0], out[0, 2])
+    assert table.resized_state(VideoShape(4, 2, 2))["temporal"].shape == (1, 4, 8)

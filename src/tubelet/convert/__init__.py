@@ -14,6 +14,7 @@ from torch import nn
 
 from tubelet.convert.hf import load_hf_model
 from tubelet.convert.imagenet import load_image_initialised
+from tubelet.convert.lvt import load_lvt_official
 from tubelet.convert.scenic_vivit import load_scenic_vivit
 from tubelet.convert.slowfast_mvit import load_slowfast_mvit
 from tubelet.convert.timesformer import load_timesformer_official
@@ -23,7 +24,7 @@ from tubelet.suggest import check_keys
 
 FORMATS = {
     "hf": load_hf_model, "torchvision-mvit": load_torchvision_mvit, "slowfast-mvit": load_slowfast_mvit,
-    "timesformer": load_timesformer_official, "xvit": load_xvit_official, "scenic-vivit": load_scenic_vivit,
+    "timesformer": load_timesformer_official, "xvit": load_xvit_official, "lvt": load_lvt_official, "scenic-vivit": load_scenic_vivit,
     "timm": load_image_initialised,
 }
 

@@ -15,7 +15,8 @@ override them):
   ``tubelet.layers.pos_embed``); a joint space-time table tiles it over time (scenic's
   ``resize_tile``); a separate temporal table is set to zero, so that every frame starts as the
   image model saw it (TimeSformer's and XViT's code start ``time_embed`` / ``temp_embed`` at
-  zero); a fixed sinusoid table (VideoMAE) takes nothing;
+  zero); a fixed sinusoid table (VideoMAE) and a temporal-only table (the official LVT
+  architecture, whose temporal table starts at zero) take nothing from it;
 - attention: a step over the image's own token set (a frame, or the whole clip) takes the image
   block's ``norm1`` and ``attn``; the steps the image model does not have (TimeSformer's temporal
   attention, ViViT model 3's temporal step, axial and local-global steps, LVT's tube step) follow
@@ -50,7 +51,7 @@ from tubelet.attention.factorised_dot import FactorisedDotProductAttention
 from tubelet.attention.step import GroupedAttention
 from tubelet.convert.timm import SUFFIXES, read_timm_vit
 from tubelet.layers.patch_embed import TUBELET_INITS, inflate_patch_weight
-from tubelet.layers.pos_embed import JointPosEmbed, SeparatePosEmbed, SinCosPosEmbed, resize_grid_table
+from tubelet.layers.pos_embed import JointPosEmbed, SeparatePosEmbed, SinCosPosEmbed, TemporalPosEmbed, resize_grid_table
 from tubelet.layers.shape import VideoShape
 from tubelet.models.factorised_encoder import FactorisedEncoder
 from tubelet.models.video_transformer import VideoTransformer
@@ -171,7 +172,9 @@ def _image_grid(table: torch.Tensor, source: str) -> tuple[torch.Tensor, torch.T
 
 def _positions(plan: _Plan, module: nn.Module, name: str) -> None:
     """The positional table ``name`` (a ``tubelet.layers.pos_embed`` module) from ``pos_embed``."""
-    if "pos_embed" not in plan.image or isinstance(module, SinCosPosEmbed):
+    if isinstance(module, TemporalPosEmbed):  # no spatial table to take; frames start as the image
+        plan.put(f"{name}.temporal", torch.zeros_like(plan.target[f"{name}.temporal"]), (), "zeros (every frame starts as the image)")
+    if "pos_embed" not in plan.image or isinstance(module, (SinCosPosEmbed, TemporalPosEmbed)):
         return
     grid, cls_row, side = _image_grid(plan.image["pos_embed"], plan.report.source)
     shape = module.shape

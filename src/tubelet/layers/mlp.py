@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tubelet.layers.shape import VideoShape
+
 ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
     # The tanh approximation; Hugging Face's ViViT calls it "gelu_fast".
@@ -29,5 +31,30 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, shape: VideoShape | None = None) -> torch.Tensor:
+        """``shape`` is not used: every token goes through on its own."""
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class ConvMlp(Mlp):
+    """``fc2(drop(act(dwconv(fc1(x)))))`` with a 3 x 3 depth-wise convolution over each frame's
+    token grid between the two layers (the LVT code's ``Mlp`` with ``DWConv``, after PVTv2).
+    ``x [B, P + T*H*W, D]`` on grid ``shape``; prefix tokens skip the convolution."""
+
+    def __init__(self, dim: int, hidden_dim: int, *, act: str = "gelu", drop: float = 0.0):
+        super().__init__(dim, hidden_dim, act=act, drop=drop)
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
+
+    def forward(self, x: torch.Tensor, shape: VideoShape | None = None) -> torch.Tensor:
+        if shape is None:
+            raise ValueError("the convolutional MLP needs the token grid")
+        h = self.fc1(x)
+        batch, tokens, width = h.shape
+        p = shape.num_prefix(tokens)
+        frames = h[:, p:].reshape(batch * shape.t, shape.h, shape.w, width).permute(0, 3, 1, 2)  # [B*T, E, H, W]
+        grid = self.dwconv(frames).permute(0, 2, 3, 1).reshape(batch, shape.num_patches, width)
+        h = torch.cat([h[:, :p], grid], dim=1)  # [B, P + T*H*W, E]
+        return self.drop(self.fc2(self.drop(self.act(h))))
+
+
+MLPS = {"plain": Mlp, "dwconv": ConvMlp}

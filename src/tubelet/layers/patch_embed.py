@@ -28,26 +28,42 @@ def inflate_patch_weight(weight_2d: torch.Tensor, depth: int, method: str = "cen
 
 
 class PatchEmbed(nn.Module):
-    """Linear embedding of non-overlapping ``tubelet_size x patch_size x patch_size`` tubelets.
+    """Linear embedding of ``tubelet_size x patch_size x patch_size`` tubelets.
 
     ``tubelet_size=1`` is the per-frame 2D patch embedding of TimeSformer and ViT; larger values are
     ViViT's tubelet embedding. ``[B, C, T, H, W] -> ([B, T' * H' * W', D], VideoShape(T', H', W'))``
-    with ``T' = T / tubelet_size`` and ``H' = H / patch_size``; tokens are time-major.
+    with ``T' = T / tubelet_size``; tokens are time-major.
+
+    ``stride=None``: patches do not overlap, ``H' = H / patch_size``. A ``stride`` below the patch
+    size gives overlapping patches padded by ``patch_size // 2``, ``H' = (H + 2 * (patch_size // 2)
+    - patch_size) // stride + 1`` (the LVT code: 16 px patches every 14 px, 17 x 17 = 289 tokens a
+    frame at 224 px). ``norm=True`` adds a LayerNorm (eps 1e-5) over the embedded tokens, as the
+    LVT code's ``OverlapPatchEmbed`` does.
     """
 
-    def __init__(self, *, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int):
+    def __init__(self, *, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int, stride: int | None = None,
+                 norm: bool = False):
         super().__init__()
+        if stride is not None and not 0 < stride <= patch_size:
+            raise ValueError(f"patch stride {stride} must be between 1 and the patch size {patch_size}")
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
         self.in_chans = in_chans
+        self.stride = stride
+        self.padding = 0 if stride is None else patch_size // 2
         kernel = (tubelet_size, patch_size, patch_size)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+        step = kernel if stride is None else (tubelet_size, stride, stride)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=step, padding=(0, self.padding, self.padding))
+        if norm:
+            self.norm = nn.LayerNorm(embed_dim)
 
     def grid(self, video_size: tuple[int, int, int]) -> VideoShape:
         """The token grid for a ``(T, H, W)`` input, or a ValueError saying which size does not fit."""
         t, h, w = video_size
         if t % self.tubelet_size:
             raise ValueError(f"{t} frames are not divisible by the tubelet depth {self.tubelet_size}")
+        if self.stride is not None:
+            return VideoShape(t // self.tubelet_size, *((size + 2 * self.padding - self.patch_size) // self.stride + 1 for size in (h, w)))
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"resolution {h}x{w} is not divisible by the patch size {self.patch_size}")
         return VideoShape(t // self.tubelet_size, h // self.patch_size, w // self.patch_size)
@@ -62,7 +78,8 @@ class PatchEmbed(nn.Module):
         # Contiguous: elementwise ops keep a transposed layout, so without this copy every residual
         # add of a model without class token (whose concatenation would copy) stays transposed and
         # every LayerNorm copies it again.
-        return tokens.flatten(2).transpose(1, 2).contiguous(), shape  # [B, T'*H'*W', D]
+        tokens = tokens.flatten(2).transpose(1, 2).contiguous()  # [B, T'*H'*W', D]
+        return (self.norm(tokens) if hasattr(self, "norm") else tokens), shape
 
     def init_from_2d(self, weight_2d: torch.Tensor, bias: torch.Tensor | None, method: str) -> None:
         """Initialise from an image model's ``[D, C, P, P]`` patch filter (see ``inflate_patch_weight``)."""

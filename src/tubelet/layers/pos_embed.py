@@ -1,7 +1,9 @@
 """Positional embeddings for video tokens, resized on the fly to other frame counts and sizes.
 
-Three kinds, one contract ``forward(x [B, P + T*H*W, D], shape) -> x + embedding``:
+Four kinds, one contract ``forward(x [B, P + T*H*W, D], shape) -> x + embedding``:
 - ``SeparatePosEmbed``: TimeSformer's spatial table (class token included) plus a temporal table;
+- ``TemporalPosEmbed``: a temporal table only (the LVT code: its overlapping, zero-padded patch
+  convolution is left to tell positions within a frame apart);
 - ``JointPosEmbed``: one learned table over all space-time positions (ViViT model 1);
 - ``SinCosPosEmbed``: the fixed sinusoid table of "Attention is all you need" over the flattened
   token index, as VideoMAE uses it.
@@ -87,6 +89,27 @@ class FramePosEmbed(SeparatePosEmbed):
         return x + (frame.unsqueeze(1) + temporal.unsqueeze(2)).reshape(1, -1, x.shape[-1])  # [1, t*(1 + h*w), D]
 
 
+class TemporalPosEmbed(nn.Module):
+    """The LVT code's ``temp_embed``: ``temporal`` ``[1, t, D]`` added to every patch of a frame;
+    prefix tokens get nothing."""
+
+    def __init__(self, shape: VideoShape, dim: int, num_prefix: int):
+        super().__init__()
+        self.shape = shape
+        self.num_prefix = num_prefix
+        self.temporal = nn.Parameter(torch.zeros(1, shape.t, dim))
+        nn.init.trunc_normal_(self.temporal, std=0.02)
+
+    def resized_state(self, shape: VideoShape) -> dict[str, torch.Tensor]:
+        """The table resized to ``shape.t`` frames."""
+        return {"temporal": resize_grid_table(self.temporal, VideoShape(self.shape.t, 1, 1), VideoShape(shape.t, 1, 1))}
+
+    def forward(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        temporal = self.resized_state(shape)["temporal"]  # [1, t, D]
+        grid = temporal.unsqueeze(2).expand(-1, -1, shape.spatial, -1).reshape(1, shape.num_patches, x.shape[-1])
+        return x + F.pad(grid, (0, 0, self.num_prefix, 0))
+
+
 class JointPosEmbed(nn.Module):
     """ViViT model 1: one learned table ``[1, P + t*h*w, D]``."""
 
@@ -124,7 +147,7 @@ class SinCosPosEmbed(nn.Module):
         return x + F.pad(grid, (0, 0, self.num_prefix, 0))
 
 
-POS_EMBEDS = {"separate": SeparatePosEmbed, "joint": JointPosEmbed, "sincos": SinCosPosEmbed}
+POS_EMBEDS = {"separate": SeparatePosEmbed, "temporal": TemporalPosEmbed, "joint": JointPosEmbed, "sincos": SinCosPosEmbed}
 
 
 def make_pos_embed(kind: str, shape: VideoShape, dim: int, num_prefix: int) -> nn.Module:

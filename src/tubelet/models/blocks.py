@@ -7,13 +7,14 @@ from torch import nn
 
 from tubelet.attention.registry import build_attention
 from tubelet.layers.drop_path import DropPath
-from tubelet.layers.mlp import Mlp
+from tubelet.layers.mlp import MLPS
 from tubelet.layers.shape import VideoShape
 
 
 class Block(nn.Module):
     """``x, shape = attn(x, shape)`` (the scheme adds its own residuals), then
-    ``x + drop_path(mlp(mlp_norm(x)))``. ``[B, P + T*H*W, D] -> [B, P + T'*H'*W', D]``."""
+    ``x + drop_path(mlp(mlp_norm(x)))``. ``[B, P + T*H*W, D] -> [B, P + T'*H'*W', D]``. ``mlp``
+    names the feed-forward sublayer (``tubelet.layers.mlp.MLPS``: ``plain``, ``dwconv``)."""
 
     def __init__(
         self,
@@ -29,19 +30,22 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         norm_eps: float = 1e-6,
         act: str = "gelu",
+        mlp: str = "plain",
     ):
         super().__init__()
+        if mlp not in MLPS:
+            raise ValueError(f"unknown mlp {mlp!r}; expected one of {sorted(MLPS)}")
         self.attn = build_attention(
             attention, dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
             drop_path=drop_path, norm_eps=norm_eps, **(attention_options or {}),
         )
         self.mlp_norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, drop=drop)
+        self.mlp = MLPS[mlp](dim, int(dim * mlp_ratio), act=act, drop=drop)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, shape: VideoShape) -> tuple[torch.Tensor, VideoShape]:
         x, shape = self.attn(x, shape)
-        return x + self.drop_path(self.mlp(self.mlp_norm(x))), shape
+        return x + self.drop_path(self.mlp(self.mlp_norm(x), shape)), shape
 
 
 def drop_path_rates(depth: int, drop_path_rate: float) -> list[float]:

@@ -21,6 +21,10 @@ from the LVT code's backbone, not from the method:
   fixation ratios for Q and K (``SHARE_GATE: False``, +0.3M), which brings 51.3M to ~51.9M;
   tubelet keeps the plain ViT MLP, the shared ratio that Table 4 finds best, separate space and
   time positional tables and mean pooling.
+Each of those is an option of the same models (``patch_stride``, ``patch_norm``, ``mlp="dwconv"``,
+``pos_embed="temporal"``, ``head="norm_mean_mlp"``, ``attention_options`` ``groupings``, time
+first, and ``fixation_shared``); ``tubelet.convert.lvt.official_arguments`` collects them, and the
+converter of the official checkpoints builds them.
 """
 
 from __future__ import annotations

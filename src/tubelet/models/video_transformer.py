@@ -32,6 +32,9 @@ class VideoTransformer(VideoClassifier):
     ``head_norm_eps`` is that norm's eps when it differs from the blocks' ``norm_eps`` (Hugging
     Face's VideoMAE: 1e-12 in the blocks, LayerNorm's default 1e-5 in ``fc_norm``).
     Inputs of other frame counts or sizes than constructed get resized positional embeddings.
+    ``patch_stride`` / ``patch_norm``: overlapping patches and a LayerNorm after the embedding
+    (``tubelet.layers.patch_embed``); ``mlp``: the blocks' feed-forward sublayer
+    (``tubelet.layers.mlp.MLPS``); ``pos_embed``: ``separate``, ``temporal``, ``joint``, ``sincos``.
     """
 
     def __init__(
@@ -41,6 +44,8 @@ class VideoTransformer(VideoClassifier):
         num_frames: int = 8,
         patch_size: int = 16,
         tubelet_size: int = 1,
+        patch_stride: int | None = None,
+        patch_norm: bool = False,
         in_chans: int = 3,
         num_classes: int = 400,
         embed_dim: int = 768,
@@ -60,11 +65,13 @@ class VideoTransformer(VideoClassifier):
         norm_eps: float = 1e-6,
         head_norm_eps: float | None = None,
         act: str = "gelu",
+        mlp: str = "plain",
     ):
         super().__init__()
         self.num_classes = num_classes
         self.num_layers = depth
-        self.patch_embed = PatchEmbed(patch_size=patch_size, tubelet_size=tubelet_size, in_chans=in_chans, embed_dim=embed_dim)
+        self.patch_embed = PatchEmbed(patch_size=patch_size, tubelet_size=tubelet_size, in_chans=in_chans, embed_dim=embed_dim,
+                                      stride=patch_stride, norm=patch_norm)
         self.grid = self.patch_embed.grid((num_frames, *as_pair(img_size)))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         num_prefix = 1 if class_token else 0
@@ -73,7 +80,7 @@ class VideoTransformer(VideoClassifier):
         self.blocks = make_blocks(
             drop_path_rates(depth, drop_path_rate), dim=embed_dim, num_heads=num_heads, attention=attention,
             attention_options=attention_options, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
-            attn_drop=attn_drop_rate, norm_eps=norm_eps, act=act,
+            attn_drop=attn_drop_rate, norm_eps=norm_eps, act=act, mlp=mlp,
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps if head_norm_eps is None else head_norm_eps)
         self.pool = make_head(head, embed_dim, Prefix(class_token), num_heads=num_heads, options=head_options)
