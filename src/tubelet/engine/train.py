@@ -278,6 +278,9 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, allow_chan
     running: nn.Module = model
     if dist.distributed:
         running = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        if dist.is_main:
+            print(f"DDP over {dist.world_size} process(es), {torch.distributed.get_backend()} backend, "
+                  f"{dist.device.type}", file=stream)
     if train_cfg.compile:
         running = torch.compile(running)
 
