@@ -55,10 +55,10 @@ def test_training_step_counts_three_forward_passes():
 def test_out_of_memory_is_a_cell_not_a_crash(monkeypatch):
     real = bench_run.measure
 
-    def measure(impl, video, *args):
-        if video.shape[0] == 2:
+    def measure(impl, shape, *args):
+        if shape[0] == 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
-        return real(impl, video, *args)
+        return real(impl, shape, *args)
 
     monkeypatch.setattr(bench_run, "measure", measure)
     result = run_bench(BenchConfig(models=(TINY,), frames=(2,), sizes=(16,), batches=(1, 2), **FAST))

@@ -164,9 +164,11 @@ def _autocast(device: torch.device, dtype: str, cache: bool = True):
     return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32", cache_enabled=cache)
 
 
-def measure(impl: Implementation, video: torch.Tensor, config: BenchConfig, device: torch.device, dtype: str) -> dict:
-    """Median step time and peak memory of one implementation on one input ``[B, C, T, H, W]``."""
-    inputs = impl.prepare(video)
+def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, device: torch.device, dtype: str) -> dict:
+    """Step times and peak memory of one implementation on a random video of ``shape``
+    ``[B, C, T, H, W]`` (the same video for every implementation)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    inputs = impl.prepare(torch.randn(shape, device=device, generator=generator))
     forward = impl.forward
     if config.compile:
         # Compile afresh for each cell, for its static shapes: one compiled graph per input, and
@@ -185,7 +187,7 @@ def measure(impl: Implementation, video: torch.Tensor, config: BenchConfig, devi
     else:
         impl.module.train()
         optimizer = torch.optim.AdamW(impl.module.parameters(), lr=1e-5)
-        labels = torch.randint(0, impl.num_classes, (video.shape[0],), device=device)
+        labels = torch.randint(0, impl.num_classes, shape[:1], device=device, generator=generator)
 
         def step():
             with _autocast(device, dtype):
@@ -242,7 +244,7 @@ def _implementations(name: str, args: dict, config: BenchConfig, device: torch.d
 
 
 def _cells(name: str, config: BenchConfig) -> Iterator[tuple[int, int, dict]]:
-    channels, default_frames, default_size, _ = default_input_size(name, **config.overrides)
+    _, default_frames, default_size, _ = default_input_size(name, **config.overrides)
     for frames in config.frames or (default_frames,):
         for size in config.sizes or (default_size,):
             yield frames, size, {**config.overrides, "num_frames": frames, "img_size": size}
@@ -274,23 +276,22 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda line: Non
 def _bench_model(name, frames, size, args, config, device, dtype, peak, log) -> list[dict]:
     with linear_backend("torch"):  # the meta device runs no fused kernel; both compute the same function
         cost = model_cost(name, **args)
-    base = dict(model=name, frames=frames, size=size, mode=config.mode, dtype=dtype, compile=config.compile, cuda_graph=config.cuda_graph,
-                flops_per_clip=cost.flops * (TRAIN_FLOPS_PER_FORWARD if config.mode == "train" else 1),
-                gmacs_per_clip=cost.gmacs)
-    rows = []
+    base = dict(model=name, frames=frames, size=size, mode=config.mode, dtype=dtype, compile=config.compile,
+                cuda_graph=config.cuda_graph, gmacs_per_clip=cost.gmacs,
+                flops_per_clip=cost.flops * (TRAIN_FLOPS_PER_FORWARD if config.mode == "train" else 1))
+    failure = None
     try:
         impls, unavailable = _implementations(name, args, config, device)
-    except Exception as error:  # building can run out of memory at large inputs: a cell, not a crash
-        status = "OOM" if _is_oom(error) else "error"
+        probe = torch.randn(1, cost.input_size[0], frames, size, size, device=device)  # [1, C, T, H, W]
+        agreement = check_agreement(*impls, probe) if len(impls) == 2 else None
+    except Exception as error:  # large inputs can run out of memory here already: cells, not a crash
+        failure = dict(status="OOM" if _is_oom(error) else "error", message=_one_line(error))
+    if failure:
         _free(device)
-        return [dict(base, implementation="tubelet", batch=batch, status=status, message=_one_line(error))
-                for batch in config.batches]
-    agreement = None
-    if len(impls) == 2:
-        video = torch.randn(1, cost.input_size[0], frames, size, size, device=device)
-        agreement = check_agreement(*impls, video)
+        return [dict(base, implementation="tubelet", batch=batch, **failure) for batch in config.batches]
+    rows = []
     for batch in config.batches:
-        video = torch.randn(batch, cost.input_size[0], frames, size, size, device=device)  # [B, C, T, H, W]
+        shape = (batch, cost.input_size[0], frames, size, size)  # [B, C, T, H, W]
         for impl in impls:
             row = dict(base, implementation=impl.name, batch=batch, params=sum(p.numel() for p in impl.module.parameters()),
                        note=impl.note)
@@ -299,21 +300,20 @@ def _bench_model(name, frames, size, args, config, device, dtype, peak, log) -> 
             if agreement is not None and agreement > AGREEMENT_TOLERANCE:
                 row.update(status="error", message=f"outputs differ: relative difference of the logits {agreement:.2e}")
             else:
-                row.update(_timed_cell(impl, video, config, device, dtype, peak, row["flops_per_clip"] * batch))
+                row.update(_timed_cell(impl, shape, config, device, dtype, peak, row["flops_per_clip"] * batch))
             log(_progress(row))
             rows.append(row)
         if unavailable:
             rows.append(dict(base, implementation="reference", batch=batch, status="unavailable", message=unavailable))
-        del video
     del impls
     _free(device)
     return rows
 
 
-def _timed_cell(impl, video, config, device, dtype, peak, step_flops) -> dict:
+def _timed_cell(impl, shape, config, device, dtype, peak, step_flops) -> dict:
     failure = None
     try:
-        result = measure(impl, video, config, device, dtype)
+        result = measure(impl, shape, config, device, dtype)
     except Exception as error:  # OOM, or a failure of torch.compile: this cell's status
         failure = dict(status="OOM" if _is_oom(error) else "error", message=_one_line(error))
     if failure:
@@ -321,7 +321,7 @@ def _timed_cell(impl, video, config, device, dtype, peak, step_flops) -> dict:
         return failure
     median = statistics.median(result["times_s"])
     return dict(
-        status="ok", latency_ms=median * 1e3, videos_per_s=video.shape[0] / median,
+        status="ok", latency_ms=median * 1e3, videos_per_s=shape[0] / median,
         mfu=step_flops / median / peak, **result,
     )
 
