@@ -175,6 +175,8 @@ def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, d
         # no cell falls back to eager because an earlier one used up the recompilation limit.
         torch._dynamo.reset()
         forward = torch.compile(impl.forward, mode=config.compile, dynamic=False)
+    if device.type == "cuda":  # before a graph capture, which allocates the activations
+        torch.cuda.reset_peak_memory_stats(device)
     if config.mode == "infer":
         impl.module.eval()
 
@@ -196,8 +198,6 @@ def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, d
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     try:
         times = time_repetitions(step, device, warmup=config.warmup, reps=config.reps)
     finally:
