@@ -158,7 +158,7 @@ def _torchvision():
 
 
 @pytest.mark.gpu
-def test_logits_equal_torchvision_mvit_v2_s():
+def test_logits_equal_torchvision_mvit_v2_s(monkeypatch):
     """torchvision's mvit_v2_s with random weights (every parameter perturbed), converted; fp32
     logits on a 16 x 224 clip agree within 1e-4."""
     video_models = _torchvision()
@@ -171,8 +171,8 @@ def test_logits_equal_torchvision_mvit_v2_s():
     model.load_state_dict(convert_torchvision_mvit(reference.state_dict()))
     model = model.cuda().eval()
     clip = torch.randn(2, 3, 16, 224, 224, device="cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # float32 means float32 here
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     with torch.no_grad():
         expected, got = reference(clip), model(clip)
     difference = (got - expected).abs().max().item()
@@ -181,11 +181,11 @@ def test_logits_equal_torchvision_mvit_v2_s():
 
 
 @pytest.mark.gpu
-def test_bench_compares_with_torchvision_on_the_same_weights():
+def test_bench_compares_with_torchvision_on_the_same_weights(monkeypatch):
     _torchvision()
     from tubelet.bench import BenchConfig, run_bench
 
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     result = run_bench(BenchConfig(models=("mvitv2_tiny_8x32",), compare=True, reps=2, warmup=1, device="cuda"))
     ours, theirs = result["rows"]
     assert ours["status"] == theirs["status"] == "ok" and theirs["implementation"].startswith("torchvision")

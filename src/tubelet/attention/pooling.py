@@ -218,10 +218,12 @@ class PoolingAttention(nn.Module):
         return pool_tokens(x, shape, prefix, self.mode, kernel, stride, weight)
 
     def split_heads(self, x: torch.Tensor, name: str, pooled: bool) -> torch.Tensor:
-        """``[B, L, heads * d] -> [B, heads, L, d]``, normalised per head after conv pooling."""
+        """``[B, L, heads * d] -> [B, heads, L, d]``, normalised per head after conv pooling.
+        The norm's output keeps the input's dtype: under autocast LayerNorm returns float32,
+        which the attention would only cast back, after twice the memory traffic."""
         x = x.unflatten(-1, (self.num_heads, self.head_dim))
         if pooled and self.mode == "conv":
-            x = getattr(self, f"norm_{name}")(x)
+            x = getattr(self, f"norm_{name}")(x).to(x.dtype)
         return x.transpose(1, 2)
 
     def relative_terms(self, q: torch.Tensor, prefix: int, q_shape: VideoShape, k_shape: VideoShape) -> list[torch.Tensor]:

@@ -208,6 +208,7 @@ class MViT(VideoClassifier):
         self.patch_embed = ConvPatchEmbed(in_chans, self.stages[0].dim, patch_kernel, patch_stride, patch_padding)
         self.pool_kernel = tuple(pool_kernel)
         self.kv_stride = tuple(kv_stride)
+        self.multiples = self.fit_multiples()
         self.grid = self.check_fits(num_frames, *as_pair(img_size))
         self.plans = plan_blocks(self.stages, self.grid, self.kv_stride, self.pool_kernel)
         self.num_layers = len(self.plans)
@@ -240,7 +241,7 @@ class MViT(VideoClassifier):
 
     def check_fits(self, frames: int, height: int, width: int) -> VideoShape:
         """The token grid of a ``frames x height x width`` clip, or a ValueError saying what does not fit."""
-        frame_multiple, pixel_multiple = self.fit_multiples()
+        frame_multiple, pixel_multiple = self.multiples
         if frames % frame_multiple or height % pixel_multiple or width % pixel_multiple:
             raise ValueError(
                 f"a {frames}x{height}x{width} clip does not fit this MViT's strides: frames must be a multiple "
