@@ -91,13 +91,26 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     from tubelet.convert import load_foreign_model
     from tubelet.models.serialization import save_model
 
-    model = load_foreign_model(args.source, args.source_format, **parse_overrides(args.options))
+    model = load_foreign_model(args.source, args.source_format, num_frames=args.frames, img_size=args.size,
+                               **parse_overrides(args.options))
     for line in model.init_report.lines() if hasattr(model, "init_report") else ():
         print(line, file=sys.stderr)
     save_model(model, args.out)
     params = sum(p.numel() for p in model.parameters())
+    meta = model.metadata
     print(f"{args.source} -> {args.out}: {model.config['architecture']}, {params / 1e6:.2f}M parameters, "
-          f"{model.num_classes} classes")
+          f"{model.num_classes} classes, input {meta.num_frames}x{meta.img_size}, test views {meta.views[0]}x{meta.views[1]}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from tubelet.engine.checkpoint import load_inference_model
+    from tubelet.models.export import example_input, export_model
+
+    model, _ = load_inference_model(args.checkpoint)
+    path = export_model(model, args.out, args.format, batch=args.batch, dynamic_batch=not args.static_batch)
+    shape = list(example_input(model, args.batch).shape)
+    shape[0] = args.batch if args.static_batch else "B"
+    print(f"{args.checkpoint} -> {path}: {args.format}, {model.config['architecture']}, input {shape}")
 
 
 def _cmd_recipes(args: argparse.Namespace) -> None:
@@ -264,7 +277,23 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--set", dest="options", nargs="+", default=[], metavar="key=value",
                          help="options of the format's loader (YAML values)")
     convert.add_argument("--out", required=True, metavar="DST", help="the tubelet model folder to write")
+    convert.add_argument("--frames", type=_positive(int), metavar="T", help="rebuild for T frames (positional tables resized)")
+    convert.add_argument("--size", type=_positive(int), metavar="S", help="rebuild for S x S pixels (positional tables resized)")
     convert.set_defaults(run=_cmd_convert)
+
+    export = commands.add_parser(
+        "export", help="export a model to ONNX or torch.export",
+        description="Export a checkpoint, run folder (its best) or saved model for its input (frames and size "
+        "from its metadata): --format onnx (opset 18, run by onnxruntime) or torch-export (a .pt2 file for "
+        "torch.export.load). The model's metadata (class names, normalisation, views) goes into the file. "
+        "The batch dimension is dynamic unless --static-batch.",
+    )
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint, a run folder (its best) or a saved model")
+    export.add_argument("--format", required=True, choices=("onnx", "torch-export"), help="onnx or torch-export")
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write (atomically)")
+    export.add_argument("--batch", type=_positive(int), default=2, metavar="B", help="batch size of the example input (default: 2)")
+    export.add_argument("--static-batch", action="store_true", help="fix the batch size to --batch")
+    export.set_defaults(run=_cmd_export)
 
     train = commands.add_parser("train", help="train a recipe", description="Train a recipe (a file under "
                                 "recipes/ or a path); key=value overrides any config field by its dotted name.")

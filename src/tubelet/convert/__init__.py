@@ -3,6 +3,8 @@
 ``FORMATS`` maps a ``tubelet convert --from`` name to a function ``path, **options -> tubelet
 model`` (built by ``create_model``, so that ``save_model`` can write it); ``options`` are the
 loader's keyword arguments (``--set key=value``).
+Each loader sets the metadata of how the format's checkpoints are fed (normalisation,
+sampling, test views); ``load_foreign_model`` adds where the weights came from.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tubelet.convert.timesformer import load_timesformer_official
 from tubelet.convert.torchvision_mvit import load_torchvision_mvit
 from tubelet.convert.xvit import load_xvit_official
 from tubelet.suggest import check_keys
+from tubelet.models.metadata import file_source
+from tubelet.models.serialization import for_input
 
 FORMATS = {
     "hf": load_hf_model, "torchvision-mvit": load_torchvision_mvit, "slowfast-mvit": load_slowfast_mvit,
@@ -29,12 +33,17 @@ FORMATS = {
 }
 
 
-def load_foreign_model(source: str | os.PathLike, fmt: str, **options) -> nn.Module:
-    """The tubelet model converted from ``source``, a checkpoint in format ``fmt``; ``options``
-    go to the format's loader (an option it does not take is a ValueError naming it)."""
+def load_foreign_model(source: str | os.PathLike, fmt: str, *, num_frames: int | None = None,
+                       img_size: int | None = None, **options) -> nn.Module:
+    """The tubelet model converted from ``source``, a checkpoint in format ``fmt``, its metadata
+    naming the source; ``options`` go to the format's loader (an option it does not take is a
+    ValueError naming it); ``num_frames`` / ``img_size`` rebuild it for another input as
+    ``tubelet.load_model`` does."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; accepted: {', '.join(sorted(FORMATS))}")
     loader = FORMATS[fmt]
     if fmt != "timm":  # timm's loader passes the rest to create_model, which checks them itself
         check_keys(options, list(inspect.signature(loader).parameters)[1:], f"--from {fmt} has no option")
-    return loader(source, **options)
+    model = loader(source, **options)
+    model.metadata = model.metadata.replace(source=file_source(fmt, source))
+    return for_input(model, num_frames, img_size)

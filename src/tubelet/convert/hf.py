@@ -315,7 +315,7 @@ def load_hf_model(folder: str | os.PathLike) -> nn.Module:
     the tubelet model averages the frames' normalised class tokens before its linear head, which
     equals the mean of those rows: ``hf_logits.reshape(B, T, C).mean(1)``.
     """
-    return _converted_model(read_hf_config(folder), lambda: read_hf_weights(folder))
+    return _converted_model(read_hf_config(folder), lambda: read_hf_weights(folder), folder)
 
 
 def convert_hf_module(module: nn.Module) -> nn.Module:
@@ -328,8 +328,46 @@ def convert_hf_module(module: nn.Module) -> nn.Module:
     return _converted_model({**HF_DEFAULTS[model_type], **config}, module.state_dict)
 
 
-def _converted_model(config: dict, read_state: Callable[[], Mapping[str, torch.Tensor]]) -> nn.Module:
-    """The configuration is checked first, then the weights are read, converted and loaded."""
+# ----- preprocessing: the metadata a converted model carries -----
+
+PREPROCESSOR_FILE = "preprocessor_config.json"
+# The image processors' own defaults, used when a folder has no preprocessor_config.json
+# (TimeSformer checkpoints use VideoMAE's processor; ViViT's rescales to [-1, 1] before normalising).
+PROCESSOR_DEFAULTS = {
+    "timesformer": dict(image_mean=[0.5] * 3, image_std=[0.5] * 3, rescale_factor=1 / 255, size={"shortest_edge": 224}),
+    "videomae": dict(image_mean=[0.5] * 3, image_std=[0.5] * 3, rescale_factor=1 / 255, size={"shortest_edge": 224}),
+    "vivit": dict(image_mean=[0.5] * 3, image_std=[0.5] * 3, rescale_factor=1 / 127.5, offset=True, size={"shortest_edge": 256}),
+}
+# How each family's Kinetics-400 checkpoints were tested; a save_pretrained folder does not record it.
+TEST_PROTOCOLS = {
+    "timesformer": dict(sampling="dense", frame_interval=32, views=(1, 3)),  # Bertasius et al. 2021, Sec. 4: 8 frames at 1/32, 1 clip x 3 crops
+    "vivit": dict(sampling="dense", frame_interval=2, views=(4, 3)),  # Arnab et al. 2021, Sec. 4.1: stride 2, 4 views x 3 crops
+    "videomae": dict(sampling="dense", frame_interval=4, views=(5, 3)),  # Tong et al. 2022, Sec. 4: 16 x 4, 5 clips x 3 crops
+}
+
+
+def hf_preprocessing(folder: str | os.PathLike | None, model_type: str, img_size: int) -> dict:
+    """Metadata fields (``mean``, ``std``, ``resize_to``, sampling, views) equal to what the
+    folder's image processor does to a frame for a model of ``img_size`` pixels. The processor
+    computes ``((x * r - offset) - m) / s`` on pixels ``x`` in 0..255; tubelet normalises
+    ``(x / 255 - mean) / std``, so ``mean = (offset + m) / (255 r)`` and ``std = s / (255 r)``.
+    Its short side before the crop keeps its ratio to the crop (256 for 224)."""
+    path = Path(folder) / PREPROCESSOR_FILE if folder is not None else None
+    processor = {**PROCESSOR_DEFAULTS[model_type], **(json.loads(path.read_text()) if path and path.is_file() else {})}
+    r = processor.get("rescale_factor", 1 / 255) if processor.get("do_rescale", True) else 1.0
+    offset = 1.0 if processor.get("offset") else 0.0
+    m, s = (processor["image_mean"], processor["image_std"]) if processor.get("do_normalize", True) else ([0.0] * 3, [1.0] * 3)
+    short_side = processor.get("size", {}).get("shortest_edge", 224)
+    crop = processor.get("crop_size", {}).get("height", 224)
+    resize_to = round(short_side * img_size / crop)
+    return dict(mean=tuple(round((offset + mi) / (255 * r), 9) for mi in m), std=tuple(round(si / (255 * r), 9) for si in s),
+                resize_to=None if resize_to == img_size else resize_to, **TEST_PROTOCOLS[model_type])
+
+
+def _converted_model(config: dict, read_state: Callable[[], Mapping[str, torch.Tensor]],
+                     folder: str | os.PathLike | None = None) -> nn.Module:
+    """The configuration is checked first, then the weights are read, converted and loaded; the
+    metadata follows the folder's image processor."""
     name, args = model_arguments(config)
     hf_state = read_state()
     state = FAMILIES[config["model_type"]].convert(hf_state, config)
@@ -337,4 +375,5 @@ def _converted_model(config: dict, read_state: Callable[[], Mapping[str, torch.T
     with torch.device(device):
         model = load_converted(create_model(name, **args), state)
     model.class_names = class_names(config)
+    model.metadata = model.metadata.replace(**hf_preprocessing(folder, config["model_type"], model.metadata.img_size))
     return model

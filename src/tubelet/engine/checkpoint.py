@@ -2,7 +2,7 @@
 
 A checkpoint folder ``RUN/checkpoints/step00001234/`` holds
   model.safetensors   the weights (also readable by ``tubelet.load_model``, with config.json)
-  config.json         architecture, constructor arguments and class names
+  config.json         architecture, constructor arguments, class names and metadata (as save_model)
   recipe.yaml         the run's resolved config (frames, size, sampling and views for testing)
   ema.safetensors     the averaged weights, when EMA is on
   state.pt            optimiser, scheduler, grad scaler, progress (no generator states: training
@@ -23,9 +23,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tubelet.engine.config import Config, DataConfig, ModelConfig, load_config
+from tubelet.engine.config import Config, DataConfig, EvalConfig, ModelConfig, load_config
 from tubelet.files import atomic_folder, atomic_write_json, remove_folder, sweep_temporary
 from tubelet.models.serialization import read_config, read_weights
+from tubelet.models.metadata import ModelMetadata
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "model.safetensors"
@@ -197,7 +198,7 @@ def load_weights(
 def load_inference_model(path: str | Path) -> tuple[nn.Module, Config]:
     """The model of a checkpoint (its EMA weights when it has them, as validation used them), a
     run folder (its best checkpoint) or a saved-model folder, in eval mode; and the config to test
-    it with: the run's recipe, or (for a bare saved model) defaults at the model's frames and size."""
+    it with: the run's recipe, or (for a bare saved model, a converted one say) its metadata."""
     from tubelet.models.serialization import load_model
 
     folder = resolve_checkpoint(path)
@@ -207,7 +208,22 @@ def load_inference_model(path: str | Path) -> tuple[nn.Module, Config]:
     if (folder / RECIPE).is_file():
         config = load_config(str(folder / RECIPE))
     else:
-        args = model.config["args"]
-        config = Config(model=ModelConfig(model.config["architecture"]),
-                        data=DataConfig(num_frames=args["num_frames"], img_size=args["img_size"]))
+        config = config_from_metadata(model.config["architecture"], model.metadata)
     return model.eval(), config
+
+
+def metadata_from_config(config: Config, num_frames: int, img_size: int, source: dict[str, Any] | None) -> ModelMetadata:
+    """The metadata of a model trained with ``config`` (its data and eval sections) for a
+    ``num_frames x img_size`` input."""
+    data = config.data
+    return ModelMetadata(num_frames=num_frames, img_size=img_size, mean=data.mean, std=data.std, sampling=data.sampling,
+                         frame_interval=data.frame_interval, views=config.eval.views, resize_to=config.eval.resize_to,
+                         source=source)
+
+
+def config_from_metadata(architecture: str, metadata: ModelMetadata) -> Config:
+    """The config to test a saved model with: its input, normalisation, sampling and views."""
+    data = DataConfig(num_frames=metadata.num_frames, img_size=metadata.img_size, mean=metadata.mean, std=metadata.std,
+                      sampling=metadata.sampling, frame_interval=metadata.frame_interval)
+    return Config(model=ModelConfig(architecture), data=data,
+                  eval=EvalConfig(views=metadata.views, resize_to=metadata.resize_to))

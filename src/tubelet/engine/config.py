@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tubelet.files import atomic_write_text
 
 
@@ -44,6 +45,8 @@ class DataConfig:
     sampling: str = "uniform"  # "uniform": one frame from each of T equal segments; "dense": every frame_interval-th frame
     frame_interval: int = 8  # frames between sampled frames in dense sampling
     img_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # normalisation (x / 255 - mean) / std, per RGB channel
+    std: tuple[float, float, float] = IMAGENET_STD
     num_workers: int = 4
     max_decode_failures: float = 0.01  # stop training when a larger share of samples fails to decode
     scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range

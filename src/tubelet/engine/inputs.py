@@ -44,15 +44,20 @@ def train_dataset(data: DataConfig, videos: VideoList, *, seed: int) -> VideoDat
     direction-named classes ("left" <-> "right"), so flipping stays correct on SSv2-like data."""
     transform = TrainTransform(
         data.img_size, scale=data.scale, hflip=data.hflip, flip_label_map=mirror_label_map(videos.class_names),
-        auto_augment=data.auto_augment, random_erasing=data.random_erasing,
+        auto_augment=data.auto_augment, random_erasing=data.random_erasing, mean=data.mean, std=data.std,
     )
     return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
                         mode="train", seed=seed)
 
 
+def eval_transform(data: DataConfig, *, resize_to: int | None, crops: int) -> EvalTransform:
+    """Short side to ``resize_to`` (None: ``data.img_size``), ``crops`` crops, ``data``'s normalisation."""
+    return EvalTransform(data.img_size, resize_to=resize_to, num_crops=crops, mean=data.mean, std=data.std)
+
+
 def eval_dataset(data: DataConfig, videos: VideoList, *, views: tuple[int, int],
                  resize_to: int | None = None) -> VideoDataset:
     """All ``views = (T, S)`` test views of each video: T temporal clips x S spatial crops."""
-    transform = EvalTransform(data.img_size, resize_to=resize_to, num_crops=views[1])
+    transform = eval_transform(data, resize_to=resize_to, crops=views[1])
     return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
                         mode="eval", views=views)

@@ -18,9 +18,8 @@ from torch import nn
 from tubelet.data.datasets import VideoDataset
 from tubelet.data.decode import DecodeError, open_video, probe_video
 from tubelet.data.lists import VideoEntry, VideoList
-from tubelet.data.transforms import EvalTransform
 from tubelet.engine.config import DataConfig
-from tubelet.engine.inputs import make_sampler
+from tubelet.engine.inputs import eval_transform, make_sampler
 
 
 def top_classes(probs: torch.Tensor, class_names: Sequence[str], k: int) -> list[dict[str, Any]]:
@@ -47,7 +46,7 @@ def predict_videos(model: nn.Module, paths: Sequence[str | Path], data: DataConf
     names = _class_names(model)
     videos = VideoList(tuple(VideoEntry(Path(p), 0) for p in paths), tuple(names))
     dataset = VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data),
-                           transform=EvalTransform(data.img_size, resize_to=resize_to, num_crops=views[1]),
+                           transform=eval_transform(data, resize_to=resize_to, crops=views[1]),
                            mode="eval", views=views)
     model.eval()
     results = []
@@ -82,7 +81,7 @@ def predict_segments(model: nn.Module, path: str | Path, data: DataConfig, *, wi
                      device: torch.device = torch.device("cpu")) -> list[dict[str, Any]]:
     """Per-segment predictions ``{"start", "end", "top"}`` (seconds from the first frame) for one video."""
     names = _class_names(model)
-    transform = EvalTransform(data.img_size, resize_to=resize_to, num_crops=crops)
+    transform = eval_transform(data, resize_to=resize_to, crops=crops)
     frames_per = data.num_frames
     model.eval()
     results = []

@@ -53,6 +53,7 @@ from tubelet.engine.progress import ProgressBar, format_duration
 from tubelet.engine.resume import RUN_CONFIG, check_resume_changes, read_run_config, resume_checkpoint
 from tubelet.engine.run_log import RunLog, read_metrics
 from tubelet.engine.schedule import build_scheduler
+from tubelet.models.serialization import model_record
 
 PLOTS = "plots"
 
@@ -162,7 +163,8 @@ def train_one_epoch(state: TrainState, loader: torch.utils.data.DataLoader, *, s
 
 def build_model(config: Config, num_classes: int, class_names: list[str]) -> nn.Module:
     """The recipe's architecture for ``num_classes`` classes, at the data's frame count and size
-    unless ``model.num_frames`` / ``model.img_size`` say otherwise."""
+    unless ``model.num_frames`` / ``model.img_size`` say otherwise; its metadata from the recipe's
+    data and eval sections."""
     from tubelet import create_model
 
     args = {"num_frames": config.data.num_frames, "img_size": config.data.img_size, **config.model.args}
@@ -170,6 +172,8 @@ def build_model(config: Config, num_classes: int, class_names: list[str]) -> nn.
         raise ValueError(f"model.num_classes={args['num_classes']} but {config.data.train} has {num_classes} classes")
     model = create_model(config.model.name, **args)
     model.class_names = list(class_names)
+    model.metadata = ckpt.metadata_from_config(config, model.metadata.num_frames, model.metadata.img_size,
+                                               {"format": "tubelet train", "init": config.train.init})
     return model
 
 
@@ -195,7 +199,7 @@ def _save(run_dir: Path, state: TrainState, config: Config, dist: DistContext) -
     if not dist.is_main:
         return None
     return ckpt.save_checkpoint(
-        run_dir, model=state.module, model_config={**state.module.config, "class_names": state.module.class_names},
+        run_dir, model=state.module, model_config=model_record(state.module, state.module.class_names),
         state=payload, progress=state.progress, ema=state.ema.module if state.ema else None,
         recipe=yaml.safe_dump(config_to_dict(config), sort_keys=False), keep_last=config.train.keep_last,
     )

@@ -7,8 +7,10 @@ Four kinds, one contract ``forward(x [B, P + T*H*W, D], shape) -> x + embedding`
 - ``JointPosEmbed``: one learned table over all space-time positions (ViViT model 1);
 - ``SinCosPosEmbed``: the fixed sinusoid table of "Attention is all you need" over the flattened
   token index, as VideoMAE uses it.
-When the input grid differs from the constructed one, grid tables are resized: bicubic in space,
-linear in time (TimeSformer's code uses nearest; interpolation keeps neighbouring positions smooth).
+When the input grid differs from the constructed one, learned grid tables are resized: bicubic in
+space, linear in time (TimeSformer's code uses nearest; interpolation keeps neighbouring positions
+smooth); the sinusoid table is computed afresh for the new number of tokens, as VideoMAE's code
+builds it for any input, so a model rebuilt for that input computes the same.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ class SinCosPosEmbed(nn.Module):
         return {}  # the table is not a parameter: a model built for ``shape`` makes its own
 
     def forward(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
-        grid = resize_grid_table(self.table, self.shape, shape).to(x.dtype)  # [1, t*h*w, D]
+        table = self.table if shape == self.shape else sinusoid_table(shape.num_patches, x.shape[-1]).to(x.device)
+        grid = table.to(x.dtype)  # [1, t*h*w, D]
         # Zero rows for the prefix tokens: one addition over x, no slicing and concatenating of x.
         return x + F.pad(grid, (0, 0, self.num_prefix, 0))
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from tubelet.models.metadata import default_metadata
 from tubelet.suggest import check_keys, did_you_mean
 
 
@@ -71,4 +72,5 @@ def create_model(name: str, **overrides) -> nn.Module:
     model = get_entry(name).cls(**args)
     model.config = {"architecture": name, "args": args}
     model.class_names = None
+    model.metadata = default_metadata(args)
     return model

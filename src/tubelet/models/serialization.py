@@ -1,7 +1,10 @@
 """Saving and loading models: ``DIR/model.safetensors`` + ``DIR/config.json``.
 
-The config holds the architecture name, the full constructor arguments and the class names, so
-that a saved model rebuilds without the code that trained it.
+The config holds the architecture name, the full constructor arguments, the class names and the
+model's metadata (``tubelet.models.metadata``: input, normalisation, sampling, test views, where
+the weights came from), so that a saved model rebuilds, and is fed correctly, without the code
+that trained it. A folder written before metadata existed loads with the defaults of its
+constructor arguments.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tubelet.files import atomic_folder
+from tubelet.models.metadata import ModelMetadata
 from tubelet.models.registry import create_model
 
 WEIGHTS = "model.safetensors"
@@ -31,12 +35,17 @@ def save_model(model: nn.Module, path: str | os.PathLike, class_names: list[str]
     names = class_names if class_names is not None else getattr(model, "class_names", None)
     if names is not None and len(names) != model.num_classes:
         raise ValueError(f"class_names has {len(names)} names but the model has {model.num_classes} classes")
-    config = {**model.config, "class_names": None if names is None else list(names)}
+    config = model_record(model, None if names is None else list(names))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_folder(path) as tmp:
         save_file(state, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return Path(path)
+
+
+def model_record(model: nn.Module, class_names: list[str] | None) -> dict:
+    """What ``config.json`` holds for ``model``: architecture, constructor arguments, class names, metadata."""
+    return {**model.config, "class_names": class_names, "metadata": model.metadata.to_dict()}
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -70,7 +79,8 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_model(path: str | os.PathLike, *, num_frames: int | None = None, img_size: int | None = None, **overrides) -> nn.Module:
     """Rebuild a saved model. ``num_frames`` / ``img_size`` rebuild it for another input, with the
-    positional embeddings resized (bicubic in space, linear in time)."""
+    positional embeddings resized (bicubic in space, linear in time), MViT's relative-position
+    tables interpolated, and the metadata's input updated."""
     config = read_config(path)
     try:
         model = create_model(config["architecture"], **config["args"])
@@ -87,10 +97,15 @@ def load_model(path: str | os.PathLike, *, num_frames: int | None = None, img_si
     if names is not None and len(names) != model.num_classes:
         raise ValueError(f"{Path(path) / CONFIG} names {len(names)} classes but the model has {model.num_classes}")
     model.class_names = names
+    if config.get("metadata") is not None:
+        model.metadata = ModelMetadata.from_dict(config["metadata"], f"{Path(path) / CONFIG} metadata")
+    return for_input(model, num_frames, img_size, **overrides)
+
+
+def for_input(model: nn.Module, num_frames: int | None = None, img_size: int | None = None, **overrides) -> nn.Module:
+    """``model`` itself, or rebuilt (``rebuild``) for the frames, size and other arguments given (not None)."""
     resize = {k: v for k, v in (("num_frames", num_frames), ("img_size", img_size)) if v is not None}
-    if resize or overrides:
-        model = rebuild(model, **resize, **overrides)
-    return model
+    return rebuild(model, **resize, **overrides) if resize or overrides else model
 
 
 def rebuild(model: nn.Module, **overrides) -> nn.Module:
@@ -106,4 +121,5 @@ def rebuild(model: nn.Module, **overrides) -> nn.Module:
                     state[f"{name}.{key}"] = value
     new.load_state_dict(state)
     new.class_names = model.class_names
+    new.metadata = model.metadata.resized(new.metadata.num_frames, new.metadata.img_size)  # the new input, the old rest
     return new
