@@ -61,3 +61,20 @@ def test_convert_rebuilds_for_frames_and_size(tmp_path, capsys):
     clip = torch.randn(1, 3, 8, 24, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(converted(clip), plain(clip), rtol=1e-5, atol=1e-5)
+
+
+def test_each_format_records_how_its_checkpoints_are_fed(tmp_path, capsys):
+    from tests.convert.test_mvit import TINY, slowfast_layout, torchvision_layout
+
+    state = torchvision_layout(TINY, frames=8, size=32, num_classes=7)
+    torch.save(state, tmp_path / "mvit.pth")
+    torch.save({"model_state": slowfast_layout(state)}, tmp_path / "mvit.pyth")
+    for name, fmt, resize_to in (("mvit.pth", "torchvision-mvit", 256), ("mvit.pyth", "slowfast-mvit", None)):
+        out = tmp_path / f"out_{fmt}"
+        assert main(["convert", str(tmp_path / name), "--from", fmt, "--out", str(out), "--size", "64"]) == 0
+        assert "input 8x64, test views 5x1" in capsys.readouterr().out
+        meta = tubelet.load_model(out).metadata
+        assert meta.mean == (0.45,) * 3 and meta.std == (0.225,) * 3 and (meta.sampling, meta.frame_interval) == ("dense", 4)
+        # torchvision's 256 short side for 224 crops, kept in ratio at 64 pixels
+        assert meta.resize_to == (None if resize_to is None else round(resize_to * 64 / 224))
+        assert meta.source["format"] == fmt and meta.source["path"] == str(tmp_path / name)

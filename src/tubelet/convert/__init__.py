@@ -3,8 +3,8 @@
 ``FORMATS`` maps a ``tubelet convert --from`` name to a function ``path, **options -> tubelet
 model`` (built by ``create_model``, so that ``save_model`` can write it); ``options`` are the
 loader's keyword arguments (``--set key=value``).
-Each loader sets the metadata of how the format's checkpoints are fed (normalisation,
-sampling, test views); ``load_foreign_model`` adds where the weights came from.
+``load_foreign_model`` sets the converted model's metadata: how the format's checkpoints are fed
+(``PREPROCESSING``; Hugging Face's loader reads its folder's processor) and where the weights came from.
 """
 
 from __future__ import annotations
@@ -33,6 +33,24 @@ FORMATS = {
 }
 
 
+# How each format's released checkpoints are fed: their configs' normalisation, sampling and test
+# views, as the metadata of the converted model. Hugging Face folders say it themselves
+# (``tubelet.convert.hf.hf_preprocessing``); ``timm`` weights initialise a model that is yet to train.
+_PYSLOWFAST_NORM = dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))  # PySlowFast's DATA.MEAN / DATA.STD
+PREPROCESSING = {
+    # torchvision's MViT_V2_S_Weights.KINETICS400_V1: short side 256, 224 crop; 5 clips of 16 frames at 7.5 fps.
+    "torchvision-mvit": dict(_PYSLOWFAST_NORM, resize_to=256, sampling="dense", frame_interval=4, views=(5, 1)),
+    # PySlowFast's MViTv2_S_16x4 Kinetics config: 16 frames every 4th, 5 clips x 1 crop, short side = crop.
+    "slowfast-mvit": dict(_PYSLOWFAST_NORM, sampling="dense", frame_interval=4, views=(5, 1)),
+    # The official TimeSformer_divST_8x32_224 Kinetics config (a PySlowFast config): 8 frames every 32nd, 1 x 3 views.
+    "timesformer": dict(_PYSLOWFAST_NORM, sampling="dense", frame_interval=32, views=(1, 3)),
+    # The official XViT code (PySlowFast) on SSv2: frames from equal segments, 1 x 3 views (its supplement).
+    "xvit": dict(_PYSLOWFAST_NORM, sampling="uniform", views=(1, 3)),
+    # scenic's ViViT Kinetics configs: pixels zero-centred to [-1, 1], 32 frames at stride 2, 4 x 3 views.
+    "scenic-vivit": dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), sampling="dense", frame_interval=2, views=(4, 3)),
+}
+
+
 def load_foreign_model(source: str | os.PathLike, fmt: str, *, num_frames: int | None = None,
                        img_size: int | None = None, **options) -> nn.Module:
     """The tubelet model converted from ``source``, a checkpoint in format ``fmt``, its metadata
@@ -44,6 +62,9 @@ def load_foreign_model(source: str | os.PathLike, fmt: str, *, num_frames: int |
     loader = FORMATS[fmt]
     if fmt != "timm":  # timm's loader passes the rest to create_model, which checks them itself
         check_keys(options, list(inspect.signature(loader).parameters)[1:], f"--from {fmt} has no option")
-    model = loader(source, **options)
-    model.metadata = model.metadata.replace(source=file_source(fmt, source))
-    return for_input(model, num_frames, img_size)
+    model = for_input(loader(source, **options), num_frames, img_size)
+    fields = dict(PREPROCESSING.get(fmt, {}))
+    if fields.get("resize_to"):  # the table's short sides are for 224-pixel crops
+        fields["resize_to"] = round(fields["resize_to"] * model.metadata.img_size / 224)
+    model.metadata = model.metadata.replace(**fields, source=file_source(fmt, source))
+    return model

@@ -20,10 +20,6 @@ from tubelet.convert.keys import Rule, load_into_registered, read_weight_file, r
 from tubelet.convert.torchvision_mvit import mvit_candidates
 
 SOURCE = "PySlowFast MViT"
-# PySlowFast's Kinetics MViTv2 configs (MViTv2_S_16x4): DATA.MEAN / DATA.STD, 16 frames every 4th,
-# tested on 5 clips x 1 crop with the short side scaled to the 224 crop.
-PREPROCESSING = dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), resize_to=None, sampling="dense",
-                     frame_interval=4, views=(5, 1))
 BLOCK = r"blocks\.(\d+)\."
 KEY_TABLE: list[Rule] = [
     (r"patch_embed\.proj\.(weight|bias)", r"patch_embed.proj.\1"),
@@ -67,6 +63,4 @@ def load_slowfast_mvit(path: str | os.PathLike) -> nn.Module:
     if not isinstance(checkpoint, Mapping) or "model_state" not in checkpoint:
         raise ValueError(f"{path} has no 'model_state': not a PySlowFast checkpoint")
     converted = convert_slowfast_mvit(checkpoint["model_state"])
-    model = load_into_registered(converted, mvit_candidates(converted), f"{path} ({SOURCE})")
-    model.metadata = model.metadata.replace(**PREPROCESSING)
-    return model
+    return load_into_registered(converted, mvit_candidates(converted), f"{path} ({SOURCE})")

@@ -21,10 +21,6 @@ from tubelet.convert.keys import Rule, load_into_registered, read_weight_file, r
 from tubelet.models.registry import get_entry, list_models
 
 SOURCE = "torchvision MViT"
-# torchvision's MViT_V2_S_Weights.KINETICS400_V1: short side 256, 224 crop, PySlowFast's mean and
-# std; tested on 5 clips of 16 frames at 7.5 frames/s (every 4th frame of a 30 fps video).
-PREPROCESSING = dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), resize_to=256, sampling="dense",
-                     frame_interval=4, views=(5, 1))
 BLOCK = r"blocks\.(\d+)\."
 KEY_TABLE: list[Rule] = [
     (r"conv_proj\.(weight|bias)", r"patch_embed.proj.\1"),
@@ -80,6 +76,4 @@ def load_torchvision_mvit(path: str | os.PathLike) -> nn.Module:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state dict (a mapping of names to tensors)")
     converted = convert_torchvision_mvit(state)
-    model = load_into_registered(converted, mvit_candidates(converted), f"{path} ({SOURCE})")
-    model.metadata = model.metadata.replace(**PREPROCESSING)
-    return model
+    return load_into_registered(converted, mvit_candidates(converted), f"{path} ({SOURCE})")
