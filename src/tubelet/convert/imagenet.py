@@ -140,10 +140,10 @@ class _Plan:
             value = self.image[source]
             self.put(name, transform(value) if transform else value, (source,), how)
 
-    def take_module(self, name: str, source: str, parts: tuple[str, ...]) -> None:
-        for part in parts:
-            for kind in ("weight", "bias"):
-                self.take(f"{name}.{part}.{kind}" if part else f"{name}.{kind}", f"{source}.{part}.{kind}" if part else f"{source}.{kind}")
+    def take_layer(self, name: str, source: str) -> None:
+        """A layer's ``weight`` and ``bias`` from the image layer ``source``."""
+        for kind in ("weight", "bias"):
+            self.take(f"{name}.{kind}", f"{source}.{kind}")
 
 
 def attention_sublayers(mixer: nn.Module) -> list[tuple[str, str, bool]]:
@@ -202,11 +202,13 @@ def _blocks(plan: _Plan, group: str, blocks: nn.ModuleList, temporal: str) -> No
         video, image = f"{group}.{i}", f"blocks.{i}"
         for norm, attn, is_image_step in attention_sublayers(block.attn):
             if is_image_step or temporal == "copy":
-                plan.take_module(f"{video}.attn.{norm}", f"{image}.norm1", ("",))
+                plan.take_layer(f"{video}.attn.{norm}", f"{image}.norm1")
             if is_image_step or temporal in ("copy", "copy_attention"):
-                plan.take_module(f"{video}.attn.{attn}", f"{image}.attn", ("qkv", "proj"))
-        plan.take_module(f"{video}.mlp_norm", f"{image}.norm2", ("",))
-        plan.take_module(f"{video}.mlp", f"{image}.mlp", ("fc1", "fc2"))
+                for layer in ("qkv", "proj"):
+                    plan.take_layer(f"{video}.attn.{attn}.{layer}", f"{image}.attn.{layer}")
+        plan.take_layer(f"{video}.mlp_norm", f"{image}.norm2")
+        for layer in ("fc1", "fc2"):
+            plan.take_layer(f"{video}.mlp.{layer}", f"{image}.mlp.{layer}")
 
 
 def family_init(model: nn.Module) -> ImageInit:
@@ -244,7 +246,7 @@ def init_from_image(model: nn.Module, source: str | os.PathLike | Mapping[str, t
         plan.take("cls_token", "cls_token", lambda t: t.reshape(shape), None if len(shape) == 3 else f"-> {list(shape)}, shared by all frames")
     _positions(plan, model.pos_embed, "pos_embed")
     _blocks(plan, model.block_groups[0], getattr(model, model.block_groups[0]), temporal_init)
-    plan.take_module("spatial_norm" if isinstance(model, FactorisedEncoder) else "norm", "norm", ("",))
+    plan.take_layer("spatial_norm" if isinstance(model, FactorisedEncoder) else "norm", "norm")
 
     with torch.no_grad():
         model.load_state_dict({**target, **plan.values})
