@@ -44,8 +44,10 @@ PREPROCESSING = {
     "slowfast-mvit": dict(_PYSLOWFAST_NORM, sampling="dense", frame_interval=4, views=(5, 1)),
     # The official TimeSformer_divST_8x32_224 Kinetics config (a PySlowFast config): 8 frames every 32nd, 1 x 3 views.
     "timesformer": dict(_PYSLOWFAST_NORM, sampling="dense", frame_interval=32, views=(1, 3)),
-    # The official XViT code (PySlowFast) on SSv2: frames from equal segments, 1 x 3 views (its supplement).
-    "xvit": dict(_PYSLOWFAST_NORM, sampling="uniform", views=(1, 3)),
+    # The official XViT and LVT SSv2 configs (xvit_B16_16x16.yaml, lxvitv2_B16_16x16.yaml): DATA.MEAN / STD 0.5,
+    # frames from equal segments, NUM_ENSEMBLE_VIEWS 2 x 3 spatial crops.
+    "xvit": dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), sampling="uniform", views=(2, 3)),
+    "lvt": dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), sampling="uniform", views=(2, 3)),
     # scenic's ViViT Kinetics configs: pixels zero-centred to [-1, 1], 32 frames at stride 2, 4 x 3 views.
     "scenic-vivit": dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), sampling="dense", frame_interval=2, views=(4, 3)),
 }
