@@ -74,7 +74,7 @@ def _forward_kernel(
         rows = offs_l[:, None] < len_q
         q = tl.load(q_base + offs_l[:, None] * sq_l + offs_m[None, :], mask=rows & (offs_m[None, :] < m), other=0.0).to(tl.float32)
         numerator = tl.dot(q, state, input_precision=PRECISION)  # [BLOCK_L, BLOCK_E]
-        denominator = tl.maximum(tl.sum(q * k_sum[None, :], axis=1), eps)  # [BLOCK_L]
+        denominator = tl.maximum(tl.sum(q * k_sum[None, :], axis=1), eps).to(tl.float32)  # [BLOCK_L]; fp32 even for an fp64 eps (inductor passes one)
         out = numerator / denominator[:, None]
         tl.store(o_base + offs_l[:, None] * so_l + offs_e[None, :], out.to(O.dtype.element_ty), mask=rows & (offs_e[None, :] < e))
 
@@ -104,7 +104,7 @@ def _backward_kernel(
         q = tl.load(Q + b * sq_b + h * sq_h + offs_l[:, None] * sq_l + offs_m[None, :], mask=cols_m, other=0.0).to(tl.float32)
         g = tl.load(G + b * sg_b + h * sg_h + offs_l[:, None] * sg_l + offs_e[None, :], mask=cols_e, other=0.0).to(tl.float32)
         raw = tl.sum(q * k_sum[None, :], axis=1)  # [BLOCK_L]
-        denominator = tl.maximum(raw, eps)
+        denominator = tl.maximum(raw, eps).to(tl.float32)
         out = tl.dot(q, state, input_precision=PRECISION) / denominator[:, None]  # [BLOCK_L, BLOCK_E]
         d_num = g / denominator[:, None]
         d_den = tl.where(raw >= eps, -tl.sum(g * out, axis=1) / denominator, 0.0)  # [BLOCK_L]
