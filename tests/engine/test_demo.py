@@ -15,7 +15,7 @@ def test_demo_runs_end_to_end_and_says_where_things_are(tmp_path):
                                   "train.batch_size=4", "train.progress=false"], stream=out)
     text = out.getvalue()
     assert metrics["views"] == 6 and metrics["videos"] == 12
-    for expected in ("timesformer_divided_tiny_p8_8x32 with depth=1, patch_size=4, tubelet_size=2", "best top1", "metrics log", "TensorBoard", "loss.png", "predictions.json",
+    for expected in ("tubelet demo: about 5 minutes", "timesformer_divided_tiny_p8_8x32 with depth=1, patch_size=4, tubelet_size=2", "best top1", "metrics log", "TensorBoard", "loss.png", "predictions.json",
                      "[4/4] predicting"):
         assert expected in text, expected
     assert (tmp_path / "eval" / "predictions_confusion.png").is_file()
