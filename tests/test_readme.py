@@ -3,10 +3,11 @@
 Python snippets run in order in one namespace, in a folder with a small synthetic dataset at
 ``data/``. Shell commands run in README order through ``tubelet.cli.main`` in a folder with a
 small synthetic dataset at ``synth/`` and two of its videos as ``clip.mp4`` and ``long.mp4``.
-To stay fast, models are built with 1 block (``SHALLOW``) and a few literal values are replaced
-(``SMALLER``: each must still be in the README, so the table cannot hide a change). Commands whose
-inputs are outside artefacts (foreign checkpoints, Kinetics, 8 GPUs) or that take minutes are
-only parsed, with their names checked (``PARSE_ONLY``); ``make`` targets are dry-run.
+To stay fast, models are built with 1 block (the ``shallow_models`` fixture) and a few literal
+values are replaced (``SMALLER``: each must still be in the README, so the table cannot hide a
+change). Commands whose inputs are outside artefacts (foreign checkpoints, Kinetics, 8 GPUs, a run
+trained further down) or that take minutes are only parsed, with their names checked
+(``PARSE_ONLY``); ``make`` targets are dry-run.
 The models table must match ``tubelet models`` (its cost file).
 """
 
@@ -44,6 +45,8 @@ SMALLER = {
 # Commands that are parsed and name-checked but not run: (prefix, why).
 PARSE_ONLY = (
     ("tubelet convert ", "needs a foreign checkpoint"),
+    ("tubelet export ", "needs a trained run (runs/a is trained further down) or a converted checkpoint"),
+    ("tubelet train timesformer_divided_k400_8x224", "Kinetics and ImageNet weights"),
     ("torchrun ", "8 processes on Kinetics"),
     ("tubelet bench timesformer_divided_base", "base models: minutes on a CPU"),
     ("tubelet bench lvt_base", "base models, Triton: GPU"),
