@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import tubelet
+from tubelet.convert.lvt import official_arguments
 
 # family -> (tiny architecture, constructor overrides, the new (frames, size))
 FAMILIES = {
@@ -20,6 +21,7 @@ FAMILIES = {
     "lvt": ("lvt_tiny_p8_8x32", {}, (16, 40)),
     "lvt_linformer": ("lvt_tiny_p8_8x32", {"attention_options": {"variant": "linformer", "linformer_grid": (8, 4, 4),
                                                                   "linformer_proj_len": 8}}, (12, 48)),
+    "lvt_official": ("lvt_tiny_p8_8x32", official_arguments(patch_stride=6, mlp_dim=16), (12, 48)),  # overlapping patches
     "xvit": ("xvit_tiny_p8_8x32", {}, (4, 48)),
     "tsm_vit": ("tsm_vit_tiny_p8_8x32", {}, (12, 24)),
     "mvitv2": ("mvitv2_tiny_8x32", {}, (16, 64)),
