@@ -81,7 +81,7 @@ def make_dataset(folder: Path, names: list[str], *, multi_label: bool = False, *
 def test_train_item(videos, frame_indices):
     dataset = make_dataset(videos, good_names(), num_frames=4, sampler=DenseSampler(interval=2))
     item = dataset[2]
-    assert set(item) == {"video", "label", "index", "failed", "seed"}
+    assert set(item) == {"video", "label", "index", "failed"}
     assert item["video"].shape == (3, 4, 32, 32) and item["label"] == 2 and item["index"] == 2 and item["failed"] == []
     shown = frame_indices(as_frames(item["video"]))
     assert shown == [shown[0] + 2 * i for i in range(4)] and 0 <= shown[0] <= 28 - 7
@@ -161,13 +161,9 @@ def test_train_loader_batches_and_failures(videos):
 
 
 def test_train_loader_same_batches_whatever_the_worker_count(videos):
-    def mixup(video, label, generator):
-        weight = torch.rand((), generator=generator)
-        return video * weight, label * weight
-
     def epoch(num_workers: int) -> list[dict]:
         dataset = make_dataset(videos, good_names() + ["zero.mp4"], sampler=DenseSampler(interval=3))
-        return list(build_train_loader(dataset, batch_size=2, num_workers=num_workers, seed=7, mixup=mixup))
+        return list(build_train_loader(dataset, batch_size=2, num_workers=num_workers, seed=7))
 
     one, two = epoch(0), epoch(2)
     assert [b["index"].tolist() for b in one] == [b["index"].tolist() for b in two]
@@ -175,20 +171,11 @@ def test_train_loader_same_batches_whatever_the_worker_count(videos):
     assert set(one[0]) == {"video", "label", "index", "failed"}
 
 
-def test_train_loader_mixup_and_multi_label(videos):
-    seen = []
-
-    def mixup(video, label, generator):
-        seen.append(label.clone())
-        return video * 0, torch.ones(len(label), 3)
-
-    dataset = make_dataset(videos, good_names())
-    batch = next(iter(build_train_loader(dataset, batch_size=4, num_workers=0, seed=0, mixup=mixup)))
-    assert batch["video"].abs().sum() == 0 and batch["label"].shape == (4, 3) and seen[0].dtype == torch.long
+def test_train_loader_labels_and_modes(videos):
+    batch = next(iter(build_train_loader(make_dataset(videos, good_names()), batch_size=4, num_workers=0, seed=0)))
+    assert batch["label"].dtype == torch.long and batch["label"].shape == (4,)
     multi = make_dataset(videos, good_names(), multi_label=True)
     assert next(iter(build_train_loader(multi, batch_size=4, num_workers=0, seed=0)))["label"].shape == (4, 3)
-    with pytest.raises(ValueError, match="mixup/cutmix needs single-label data"):
-        build_train_loader(multi, batch_size=4, num_workers=0, seed=0, mixup=mixup)
     with pytest.raises(ValueError, match="needs a dataset in eval mode, got mode .train."):
         build_eval_loader(multi, batch_size=4, num_workers=0)
 

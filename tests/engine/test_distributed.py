@@ -1,5 +1,6 @@
 import io
 import os
+import shutil
 import subprocess
 import sys
 
@@ -36,6 +37,18 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_
     single_weights = safetensors.torch.load_file(str(single / ckpt.WEIGHTS))
     for key, value in single_weights.items():
         torch.testing.assert_close(ddp_weights[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+    # a run started on one process, resumed on two: the same data order and global batches
+    shutil.copytree(tmp_path / "single", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "moved/checkpoints/step00000006")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "tubelet.cli",
+         "train", "--resume", str(tmp_path / "moved")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stderr and "step 3 of 6" in done.stderr
+    moved = safetensors.torch.load_file(str(ckpt.latest_checkpoint(tmp_path / "moved") / ckpt.WEIGHTS))
+    for key, value in single_weights.items():
+        torch.testing.assert_close(moved[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 def _free_port() -> int:

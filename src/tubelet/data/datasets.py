@@ -6,8 +6,7 @@ Each item is a dict ``{"video", "label", "index", "failed"}``:
   (frames uint8 ``[T, H, W, C]``; the transform returns ``(clip, label)``, since a flip may change
   the label). A video that fails to decode is replaced by another, drawn deterministically from
   the sample's seed; ``failed`` names the files that were replaced and ``index`` is the index of
-  the video actually returned. ``seed`` is the sample's seed (the train collate seeds mixup
-  from the seeds of its items).
+  the video actually returned.
 - eval mode: ``video`` float ``[V, C, T, H, W]`` with ``V = clips * crops`` ordered clip-major
   (``v = clip * S + crop``): the sampler gives ``views[0]`` temporal clips and
   ``transform(frames) -> [S, C, T, H, W]`` the spatial crops. Nothing is substituted: a video
@@ -116,7 +115,7 @@ class VideoDataset(torch.utils.data.Dataset):
                 log.warning("cannot decode %s (%s); training on %s instead", error.path, error.reason, substitute)
                 continue
             clip, label = self.transform(frames, entry.label, generator)
-            return {"video": clip, "label": self._label(label), "index": index, "failed": failed, "seed": sample_seed}
+            return {"video": clip, "label": self._label(label), "index": index, "failed": failed}
         raise DecodeError(
             failed[0], f"this video and {self.max_substitutes} substitutes all failed to decode: {', '.join(failed)}"
         )

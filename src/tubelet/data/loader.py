@@ -1,5 +1,6 @@
 """DataLoaders for :class:`~tubelet.data.datasets.VideoDataset`: sharding, per-sample seeds,
-collation (with mixup/cutmix in training) and dropping of failed rows in evaluation.
+collation and dropping of failed rows in evaluation. (Mixup and CutMix are applied by the training
+step, on the device, by :class:`~tubelet.data.mixup.MixupCutmix`.)
 
 Batches are dicts::
 
@@ -23,8 +24,7 @@ without decoding them (a run resumed mid-epoch).
 from __future__ import annotations
 
 import math
-from functools import partial
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
@@ -86,18 +86,11 @@ def _stack_labels(labels: list) -> torch.Tensor:
     return torch.tensor(labels, dtype=torch.long)  # [B]
 
 
-def collate_train(items: list[dict], mixup: Callable | None = None) -> dict:
-    """Stack training items; apply ``mixup(videos, labels, generator) -> (videos, soft labels)``
-    if given, with a generator seeded from the items' sample seeds (so the batch's mixing does not
-    depend on which worker collates it)."""
-    video = torch.stack([item["video"] for item in items])  # [B, C, T, H, W]
-    label = _stack_labels([item["label"] for item in items])
-    if mixup is not None:
-        generator = torch.Generator().manual_seed(derive_seed(*(item["seed"] for item in items)))
-        video, label = mixup(video, label, generator)
+def collate_train(items: list[dict]) -> dict:
+    """Stack training items."""
     return {
-        "video": video,
-        "label": label,
+        "video": torch.stack([item["video"] for item in items]),  # [B, C, T, H, W]
+        "label": _stack_labels([item["label"] for item in items]),
         "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
         "failed": [path for item in items for path in item["failed"]],
     }
@@ -122,24 +115,17 @@ def build_train_loader(
     seed: int,
     rank: int = 0,
     world_size: int = 1,
-    mixup: Callable | None = None,
     drop_last: bool = True,
 ) -> torch.utils.data.DataLoader:
-    """Shuffled, sharded, seeded loader of a train-mode dataset (see the module docstring).
-
-    ``mixup`` is a ``MixupCutmix``-like callable ``(videos, labels, generator)`` applied to each
-    collated batch; it needs integer labels, so it is refused for multi-label datasets.
-    """
+    """Shuffled, sharded, seeded loader of a train-mode dataset (see the module docstring)."""
     if dataset.mode != "train":
         raise ValueError(f"build_train_loader needs a dataset in train mode, got mode {dataset.mode!r}")
-    if mixup is not None and dataset.video_list.multi_label:
-        raise ValueError("mixup/cutmix needs single-label data; this dataset is multi-label")
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=EpochShuffleSampler(len(dataset), seed=seed, rank=rank, world_size=world_size),
         num_workers=num_workers,
-        collate_fn=partial(collate_train, mixup=mixup),
+        collate_fn=collate_train,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
         persistent_workers=num_workers > 0,

@@ -5,6 +5,10 @@ area share ``1 - lam`` is pasted from ``x_j`` into ``x_i``, the same box on ever
 ``lam`` is corrected to the share actually kept. In both, the target is
 ``lam y_i + (1 - lam) y_j`` with ``y`` label-smoothed one-hot vectors. As in timm's "batch" mode,
 one ``lam`` is drawn per batch and sample ``i`` is paired with sample ``B - 1 - i``.
+
+Multi-label targets (multi-hot ``[B, K]``, or any float targets) mix by the same rule, without
+smoothing: ``lam y_i + (1 - lam) y_j``. The training step is the one place that applies it, on the
+device, after each micro-batch is moved there.
 """
 
 from __future__ import annotations

@@ -15,11 +15,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from tubelet.data.datasets import VideoDataset
 from tubelet.data.decode import DecodeError, open_video, probe_video
 from tubelet.data.lists import VideoEntry, VideoList
 from tubelet.engine.config import DataConfig
-from tubelet.engine.inputs import eval_transform, make_sampler
+from tubelet.engine.inputs import eval_dataset, eval_transform
 
 
 def top_classes(probs: torch.Tensor, class_names: Sequence[str], k: int) -> list[dict[str, Any]]:
@@ -45,9 +44,7 @@ def predict_videos(model: nn.Module, paths: Sequence[str | Path], data: DataConf
     a file that cannot be decoded (the error says why)."""
     names = _class_names(model)
     videos = VideoList(tuple(VideoEntry(Path(p), 0) for p in paths), tuple(names))
-    dataset = VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data),
-                           transform=eval_transform(data, resize_to=resize_to, crops=views[1]),
-                           mode="eval", views=views)
+    dataset = eval_dataset(data, videos, views=views, resize_to=resize_to)
     model.eval()
     results = []
     for index, path in enumerate(paths):
