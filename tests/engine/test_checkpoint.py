@@ -108,3 +108,38 @@ def test_load_weights_names_bad_keys_and_allows_new_head(tmp_path):
         del state["norm.bias"]
         safetensors.torch.save_file(state, str(path))
         load_weights(TinyNet(num_classes=3), path, new_head=True)
+
+
+def test_a_full_disk_while_saving_leaves_the_last_good_checkpoint(tmp_path, tiny_net, monkeypatch):
+    import errno
+
+    good = _save(tmp_path, tiny_net, 1)
+    real_save = torch.save
+
+    def disk_fills_up(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        with open(path, "r+b") as handle:
+            handle.truncate(10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", disk_fills_up)
+    with pytest.raises(OSError, match="No space left on device"):
+        _save(tmp_path, tiny_net, 2)
+    monkeypatch.undo()
+    assert list_checkpoints(tmp_path) == [good]
+    assert sorted(p.name for p in (tmp_path / ckpt.CHECKPOINTS).iterdir()) == [good.name]  # no temporary left
+    assert ckpt.check_checkpoint(good) is None
+
+
+def test_cli_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from tubelet import cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run"))
+
+    monkeypatch.setattr(cli, "_cmd_train", full)
+    assert cli.main(["train", "synth_tiny", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tubelet train: error: [Errno 28] No space left on device") and "\n" not in err
