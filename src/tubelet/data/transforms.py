@@ -26,9 +26,7 @@ import torch.nn.functional as F
 
 from tubelet.data import rng
 from tubelet.data.augment import RandAugmentConfig, apply_ops, auto_augment_policy, sample_auto_augment, sample_rand_augment
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tubelet.normalisation import IMAGENET_MEAN, IMAGENET_STD
 
 Label = int | tuple[int, ...]
 

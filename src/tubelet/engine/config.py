@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tubelet.normalisation import IMAGENET_MEAN, IMAGENET_STD
 from tubelet.files import atomic_write_text
 
 

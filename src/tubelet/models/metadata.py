@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tubelet.normalisation import IMAGENET_MEAN, IMAGENET_STD
 from tubelet.suggest import check_keys
 
 SAMPLINGS = ("uniform", "dense")
