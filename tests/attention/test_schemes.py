@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tubelet.attention import get_attention, list_attention
+from tubelet.attention.registry import build_attention
 from tubelet.attention.grouping import partition, unpartition
 from tubelet.layers.shape import VideoShape
 
@@ -134,7 +135,5 @@ def test_grid_that_does_not_divide_is_a_clear_error():
 
 @pytest.mark.parametrize("name, option", [("joint", "local_splits"), ("joint", "steps"), ("space", "global_stride"), ("axial", "summary")])
 def test_a_scheme_takes_only_its_own_options(name, option):
-    from tubelet.attention.registry import build_attention
-
     with pytest.raises(ValueError, match=f"attention scheme {name!r} has no option {option!r}"):
         build_attention(name, DIM, HEADS, **{option: 1})
