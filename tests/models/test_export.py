@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -48,11 +49,34 @@ def test_exports_compute_the_model(family, tmp_path):
     (logits,) = session.run(None, {session.get_inputs()[0].name: clip.numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-4, atol=1e-5)
 
+    if family == "lvt":  # the ONNX graph as torch.onnx writes it unoptimised is right too (no class token)
+        unoptimised = torch.onnx.export(traced, dynamo=True, opset_version=18, verbose=False, optimize=False)
+        unoptimised.save(str(tmp_path / "plain.onnx"), external_data=False)
+        plain = ort.InferenceSession(str(tmp_path / "plain.onnx"), providers=["CPUExecutionProvider"])
+        (logits,) = plain.run(None, {plain.get_inputs()[0].name: clip.numpy()})
+        torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-4, atol=1e-5)
+        (tmp_path / "plain.onnx").unlink()
+
     for path in (program, onnx_file):
         record = exported_record(path)
         assert record["class_names"] == ["x", "y", "z"] and record["architecture"] == FAMILIES[family][0]
         assert record["metadata"]["num_frames"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt2"]  # no temporary files left
+
+
+@pytest.mark.parametrize("public_rename", [True, False], ids=["rename_axes", "torch-without-rename_axes"])
+def test_onnx_batch_dimension_is_named_batch(public_rename, tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx", reason="onnx (in the test extras) reads the graph's shapes")
+    if not public_rename:
+        from torch.onnx._internal.exporter._onnx_program import ONNXProgram
+
+        monkeypatch.delattr(ONNXProgram, "rename_axes", raising=False)
+    proto = onnx.load(str(export_model(_model("lvt"), tmp_path / "m.onnx", "onnx")))
+    (video,), (logits,) = proto.graph.input, proto.graph.output
+    assert [d.dim_param or d.dim_value for d in video.type.tensor_type.shape.dim] == ["batch", 3, 8, 32, 32]
+    assert [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim] == ["batch", 3]
+    symbols = {d.dim_param for v in proto.graph.value_info for d in v.type.tensor_type.shape.dim if d.dim_param}
+    assert symbols and all(re.fullmatch(r"[\d*+\-/ ()]*batch[\d*+\-/ ()batch]*", s) for s in symbols), symbols
 
 
 def test_onnx_opset_and_static_batch(tmp_path):

@@ -123,6 +123,19 @@ class Grouping:
         return f"Grouping({self.name!r}{option.get(self.name, '')})"
 
 
+def _with_prefix(prefix: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``[B, *M, P, C]`` prefix tokens put before each of the ``[B * G, *M, S, C]`` groups.
+
+    Without prefix tokens the groups are returned as they are: ``torch.onnx`` translates
+    ``repeat_interleave`` of a tensor with an empty axis into a ``Reshape`` whose target holds that
+    0, which ONNX reads as "keep the input's size", so the empty prefix gains rows and ``Concat``
+    adds them (wrong outputs from onnxruntime when the exporter's optimiser does not fold it away).
+    """
+    if prefix.shape[-2] == 0:
+        return groups
+    return torch.cat([prefix.repeat_interleave(num_groups, dim=0), groups], dim=-2)
+
+
 def attend_in_groups(
     core,
     q: torch.Tensor,
@@ -152,10 +165,7 @@ def attend_in_groups(
     batch = q.shape[0]
     patches = [partition(t[..., p_len:, :], shape, factors, strided) for t, p_len in ((q, p), (k, key_prefix), (v, key_prefix))]
     num_groups = patches[0].shape[0] // batch
-    q_g = patches[0]
-    if p:
-        q_g = torch.cat([q[..., :p, :].repeat_interleave(num_groups, dim=0), q_g], dim=-2)
-    k_g, v_g = (torch.cat([t[..., :key_prefix, :].repeat_interleave(num_groups, dim=0), g], dim=-2) for t, g in zip((k, v), patches[1:]))
+    q_g, k_g, v_g = (_with_prefix(t[..., :length, :], g, num_groups) for t, g, length in zip((q, k, v), patches, (p, key_prefix, key_prefix)))
     out = core(q_g, k_g, v_g, prefix=key_prefix, grid=group_grid)  # [B*G, heads, P + S, e]
     out = unpartition(out[..., p:, :], shape, factors, strided)  # [B, heads, T*H*W, e]
     if p == 0:

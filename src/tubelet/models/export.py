@@ -27,6 +27,7 @@ FORMATS = ("onnx", "torch-export")
 OPSET = 18
 RECORD_KEY = "tubelet"
 MAX_BATCH = 4096
+BATCH_AXIS = "batch"  # the name of the dynamic batch dimension in an ONNX graph
 
 
 def example_input(model: nn.Module, batch: int = 2) -> torch.Tensor:
@@ -75,9 +76,24 @@ def write_program(program: torch.export.ExportedProgram, model: nn.Module, out: 
         atomic_write_with(path, lambda tmp: torch.export.save(program, tmp, extra_files={f"{RECORD_KEY}.json": record}))
         return path
     onnx_program = torch.onnx.export(program, dynamo=True, opset_version=OPSET, verbose=False)
+    _name_batch_axis(onnx_program)
     onnx_program.model.metadata_props[RECORD_KEY] = record
     atomic_write_with(path, lambda tmp: onnx_program.save(tmp, external_data=False))
     return path
+
+
+def _name_batch_axis(onnx_program) -> None:
+    """Call the dynamic batch dimension ``batch`` in every shape of the graph (``torch.export``
+    names it after its symbol, ``s15`` say); a static batch is left as it is."""
+    axis = onnx_program.model.graph.inputs[0].shape[0]
+    if isinstance(axis, int):
+        return
+    if hasattr(onnx_program, "rename_axes"):
+        onnx_program.rename_axes({axis: BATCH_AXIS})
+    else:  # torch before ONNXProgram.rename_axes (pytorch#172032): the pass behind it
+        from torch.onnx._internal.exporter import _ir_passes
+
+        _ir_passes.rename_axis(onnx_program.model, {axis: BATCH_AXIS})
 
 
 def exported_record(path: str | os.PathLike) -> dict:
