@@ -51,7 +51,10 @@ def pool_grid(
     (``mode="conv"``), max or average pooling; padding ``kernel // 2`` on every axis."""
     padding = tuple(k // 2 for k in kernel)
     if mode == "conv":
-        return F.conv3d(x, weight, stride=stride, padding=padding, groups=x.shape[1])
+        # Contiguous, so that CUDA takes ATen's depthwise 3D kernel: for a channels-last input torch
+        # picks cuDNN's grouped direct convolution, which took 51% of MViTv2-S's GPU time at batch 32
+        # on an H200 (73 ms a forward, against 13 ms for the same convolutions in torchvision).
+        return F.conv3d(x.contiguous(), weight, stride=stride, padding=padding, groups=x.shape[1])
     if mode == "max":
         return F.max_pool3d(x, kernel, stride, padding)
     return F.avg_pool3d(x, kernel, stride, padding)
