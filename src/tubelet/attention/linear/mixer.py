@@ -1,7 +1,9 @@
 """The linear attention scheme ``attention="linear"``: kernel attention with feature fixation and
 neighbourhood association (LVT paper, seed 003), and the linear baselines it is compared with.
 
-One residual ``AttentionStep`` (``tubelet.attention.step``) per grouping; in each:
+One residual ``LinearAttentionStep`` (an ``AttentionStep`` of ``tubelet.attention.step`` that the
+``triton`` backend runs as one fused kernel where it can, ``tubelet.attention.linear.fused``) per
+grouping; in each:
 
     h = LayerNorm(x);  Q, K, V = split(qkv(h))
     [neighbourhood association: shift K and V]               (Sec. 4.3; before fixation by default)
@@ -53,13 +55,14 @@ from tubelet.attention.linear.feature_maps import (
     SigmoidFeatures,
 )
 from tubelet.attention.linear.fixation import FeatureFixation
+from tubelet.attention.linear.fused import LinearAttentionStep
 from tubelet.attention.linear.functional import DEFAULT_EPS
 from tubelet.attention.linear.kernel import KernelAttention
 from tubelet.attention.linear.linformer import LinformerAttention
 from tubelet.attention.linear.orthoformer import OrthoformerAttention
 from tubelet.attention.registry import register_attention
 from tubelet.attention.shift import ChannelShift
-from tubelet.attention.step import AttentionStep, GroupedAttention
+from tubelet.attention.step import GroupedAttention
 from tubelet.layers.shape import VideoShape
 
 FIXATIONS = ("cooperative", "separate", "none")
@@ -211,7 +214,7 @@ class LinearAttention(GroupedAttention):
             shift_width = features.num_features if association_order == "after" else head_dim
             for shift in shifts:
                 shift.fold(num_heads * shift_width)
-            steps.append(AttentionStep(
+            steps.append(LinearAttentionStep(
                 dim, num_heads, grouping,
                 qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, drop_path=drop_path, norm_eps=norm_eps,
                 core=core, features=features,

@@ -1,0 +1,26 @@
+"""The kernel-attention part of one linear video attention step as one fused Triton kernel
+(forward) and one (backward, plus a shift of the gradients and a sum of the gate's partial
+gradients): kernel feature map, neighbourhood shift of K and V, cooperative feature fixation and
+row-normalised linear attention within groups of the token grid (Lu et al. 2022, "Linear Video
+Transformer with Feature Fixation", Sec. 3.2, 4.1-4.3, Eq. 3 and 5).
+
+``triton_linear_step`` imports Triton only when first called, so ``import tubelet`` never needs
+Triton and tests can choose Triton's interpreter (``TRITON_INTERPRET=1``) before the kernels are
+compiled. ``reference.linear_step_reference`` is the same computation in plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FEATURES = ("relu", "elu", "sigmoid")  # rho: ReLU + offset, ELU + 1, sigmoid
+
+
+def triton_linear_step(qkv: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, **options) -> torch.Tensor:
+    """``qkv [B, L, 3, heads, d] -> [B, L, heads, d]`` through the fused kernels; the options are
+    those of ``tubelet.kernels.linear_step.triton.linear_step``."""
+    try:
+        from tubelet.kernels.linear_step import triton as kernels
+    except ImportError as error:
+        raise RuntimeError(f"the fused linear attention step needs the triton package ({error})") from error
+    return kernels.linear_step(qkv, weight, bias, **options)

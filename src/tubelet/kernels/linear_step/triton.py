@@ -1,0 +1,440 @@
+"""Triton kernels for the kernel-attention part of a linear video attention step, forward and
+backward (Lu et al. 2022, "Linear Video Transformer with Feature Fixation", Eq. 3 and 5).
+
+From ``qkv [B, L, 3, heads, d]`` (the output of the step's qkv projection, unchanged) to the
+attention output ``[B, L, heads, d]``, for one token row of one head:
+
+    k, v = K, V read through the shift table (channel c from token (t, h, w) + shift[c], zero
+           outside the grid: the neighbourhood shift as offset loads, never materialised)
+    q~, k~ = rho(q), rho(k);  gamma = sigmoid(W_q q~ + W_k k~ + W_v v + b)  (W = [W_q W_k W_v])
+    q^, k^ = gamma q~, gamma k~
+    S = sum_j k^_j^T v_j,  z = sum_j k^_j  over the row's group;  y = q^ S / max(q^ . z, eps)
+
+Forward: one program per (group, head); pass 1 over the group's tokens builds ``S [d, d]`` and
+``z [d]`` in float32 registers, pass 2 recomputes ``q^`` (the gate needs the token's k and v
+too) and writes ``y``. Nothing but ``y`` is written.
+
+Backward: each program takes one head and a strided share of the groups, and per group makes
+three passes: ``S, z``; then ``dS = sum_i q^_i^T dN_i`` and ``dz = sum_i dD_i q^_i`` with
+``dN_i = g_i / D_i`` and ``dD_i = -(g_i . y_i) / D_i`` (0 where the clamp is active); then, per
+token (each is a query and a key),
+
+    dq^ = dN S^T + dD z,  dk^ = v dS^T + dz,  dv = k^ dS
+    da = (dq^ q~ + dk^ k~) gamma (1 - gamma)
+    dq~ = dq^ gamma + da W_q,  dk~ = dk^ gamma + da W_k,  dv += da W_v,  dW += da^T [q~ k~ v]
+    dq = dq~ rho'(q), dk = dk~ rho'(k)
+
+``dW`` and ``db`` are float32 per-program partial sums in registers, written once per program
+and summed afterwards (deterministic, no atomics). The gradients of the shifted K and V are then
+moved back to the tokens they were read from by the same table with the offsets negated (the
+adjoint of a gather through a bijection), one elementwise kernel.
+
+Float32 inputs use exact float32 products; 16-bit inputs are upcast and multiplied in tf32,
+accumulating in float32. On a CPU tensor the kernels run only under Triton's interpreter
+(``TRITON_INTERPRET=1`` set before this module is imported).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+
+from tubelet.kernels.linear_step import FEATURES
+
+MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
+TARGET_PROGRAMS = 256  # backward programs to aim for: about two per SM of an H100/H200
+
+
+@triton.jit
+def _rho(x, offset, FEATURE: tl.constexpr):
+    if FEATURE == 0:
+        f = tl.maximum(x, 0.0) + offset
+    elif FEATURE == 1:
+        f = tl.where(x > 0, x + 1.0, tl.exp(tl.minimum(x, 0.0)))
+    else:
+        f = tl.sigmoid(x)
+    return f
+
+
+@triton.jit
+def _rho_grad(x, f, FEATURE: tl.constexpr):
+    """``rho'(x)`` from ``x`` and ``f = rho(x)``."""
+    if FEATURE == 0:
+        g = tl.where(x > 0, 1.0, 0.0)
+    elif FEATURE == 1:
+        g = tl.where(x > 0, 1.0, f)
+    else:
+        g = f * (1.0 - f)
+    return g
+
+
+@triton.jit
+def _gate_weights(W, Bias, d, HAS_GATE: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``W_q^T, W_k^T, W_v^T`` ``[BLOCK_D (in), BLOCK_D (out)]`` and ``b`` ``[BLOCK_D]``, float32, zero-padded."""
+    offs_i = tl.arange(0, BLOCK_D)[:, None]
+    offs_o = tl.arange(0, BLOCK_D)[None, :]
+    mask = (offs_i < d) & (offs_o < d)
+    if HAS_GATE:
+        base = W + offs_o * (3 * d) + offs_i
+        wq = tl.load(base, mask=mask, other=0.0).to(tl.float32)
+        wk = tl.load(base + d, mask=mask, other=0.0).to(tl.float32)
+        wv = tl.load(base + 2 * d, mask=mask, other=0.0).to(tl.float32)
+        bias = tl.load(Bias + tl.arange(0, BLOCK_D), mask=tl.arange(0, BLOCK_D) < d, other=0.0).to(tl.float32)
+    else:
+        wq = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+        wk = wq
+        wv = wq
+        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    return wq, wk, wv, bias
+
+
+@triton.jit
+def _shift_table(SHIFT, h, d, SHIFTED: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This head's channels' offsets ``(dt, dh, dw)``, each ``[BLOCK_D]`` int32."""
+    offs_d = tl.arange(0, BLOCK_D)
+    if SHIFTED:
+        rows = SHIFT + (h * d + offs_d) * 3
+        cols = offs_d < d
+        dt = tl.load(rows, mask=cols, other=0)
+        dh = tl.load(rows + 1, mask=cols, other=0)
+        dw = tl.load(rows + 2, mask=cols, other=0)
+    else:
+        dt = tl.zeros([BLOCK_D], dtype=tl.int32)
+        dh = dt
+        dw = dt
+    return dt, dh, dw
+
+
+@triton.jit
+def _tile(Q, K, V, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+          wq, wk, wv, bias, offset,
+          FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
+          BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    """One block of a group's tokens, ``[BLOCK_L, BLOCK_D]`` float32 each: the raw ``q, k, v``
+    (k and v shifted), ``rho(q), rho(k)``, the features ``q~, k~`` (zero in padding) and ``gamma``;
+    also the tokens ``[BLOCK_L]`` and the mask of real rows and channels."""
+    offs_l = start + tl.arange(0, BLOCK_L)
+    offs_d = tl.arange(0, BLOCK_D)
+    tokens = token0 + offs_l * member_stride
+    mask = (offs_l < length)[:, None] & (offs_d < d)[None, :]
+    q = tl.load(Q + tokens[:, None] * s_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    if SHIFTED:
+        st = (tokens // (grid_h * grid_w))[:, None] + shift_t[None, :]
+        sh = ((tokens // grid_w) % grid_h)[:, None] + shift_h[None, :]
+        sw = (tokens % grid_w)[:, None] + shift_w[None, :]
+        inside = mask & (st >= 0) & (st < grid_t) & (sh >= 0) & (sh < grid_h) & (sw >= 0) & (sw < grid_w)
+        kv_offsets = ((st * grid_h + sh) * grid_w + sw) * s_l + offs_d[None, :]
+    else:
+        inside = mask
+        kv_offsets = tokens[:, None] * s_l + offs_d[None, :]
+    k = tl.load(K + kv_offsets, mask=inside, other=0.0).to(tl.float32)
+    v = tl.load(V + kv_offsets, mask=inside, other=0.0).to(tl.float32)
+    fq = _rho(q, offset, FEATURE)
+    fk = _rho(k, offset, FEATURE)
+    q_feat = tl.where(mask, fq, 0.0)
+    k_feat = tl.where(mask, fk, 0.0)
+    if HAS_GATE:
+        a = tl.dot(q_feat, wq, input_precision=PRECISION)
+        a = tl.dot(k_feat, wk, a, input_precision=PRECISION)
+        a = tl.dot(v, wv, a, input_precision=PRECISION)
+        gamma = tl.sigmoid(a + bias[None, :])
+    else:
+        gamma = tl.full([BLOCK_L, BLOCK_D], 1.0, dtype=tl.float32)
+    return tokens, mask, q, k, v, fq, fk, q_feat, k_feat, gamma
+
+
+@triton.jit
+def _state(Q, K, V, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+           wq, wk, wv, bias, offset,
+           FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
+           BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    """``S = sum k^^T v`` ``[BLOCK_D, BLOCK_D]`` and ``z = sum k^`` ``[BLOCK_D]`` over one group."""
+    state = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    k_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for start in range(0, length, BLOCK_L):
+        _, _, _, _, v, _, _, _, k_feat, gamma = _tile(
+            Q, K, V, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+            wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        k_hat = gamma * k_feat
+        state = tl.dot(tl.trans(k_hat), v, state, input_precision=PRECISION)
+        k_sum += tl.sum(k_hat, axis=0)
+    return state, k_sum
+
+
+@triton.jit
+def _output_grads(q_hat, g, state, k_sum, eps, PRECISION: tl.constexpr):
+    """``dN = g / D`` ``[BLOCK_L, BLOCK_D]`` and ``dD = -(g . y) / D`` ``[BLOCK_L]`` (0 where the
+    clamp ``D = max(q^ . z, eps)`` is active) for output gradients ``g``."""
+    raw = tl.sum(q_hat * k_sum[None, :], axis=1)
+    denominator = tl.maximum(raw, eps).to(tl.float32)
+    out = tl.dot(q_hat, state, input_precision=PRECISION) / denominator[:, None]
+    d_num = g / denominator[:, None]
+    d_den = tl.where(raw >= eps, -tl.sum(g * out, axis=1) / denominator, 0.0)
+    return d_num, d_den
+
+
+@triton.jit
+def _forward_kernel(
+    Q, K, V, W, Bias, SHIFT, O,
+    s_b, s_l, s_h, so_b, so_l, so_h,
+    groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+):
+    group = tl.program_id(0)
+    h = tl.program_id(1)
+    b = (group // groups).to(tl.int64)
+    token0 = (group % groups) * group_stride
+    q_ptr = Q + b * s_b + h * s_h
+    k_ptr = K + b * s_b + h * s_h
+    v_ptr = V + b * s_b + h * s_h
+    o_ptr = O + b * so_b + h * so_h
+    wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
+    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
+    state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+                          wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+    offs_d = tl.arange(0, BLOCK_D)
+    for start in range(0, length, BLOCK_L):
+        tokens, mask, _, _, _, _, _, q_feat, _, gamma = _tile(
+            q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+            wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        q_hat = gamma * q_feat
+        numerator = tl.dot(q_hat, state, input_precision=PRECISION)
+        denominator = tl.maximum(tl.sum(q_hat * k_sum[None, :], axis=1), eps).to(tl.float32)
+        out = numerator / denominator[:, None]
+        tl.store(o_ptr + tokens[:, None] * so_l + offs_d[None, :], out.to(O.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _backward_kernel(
+    Q, K, V, W, Bias, SHIFT, G, DQ, DK, DV, DW, DB,
+    s_b, s_l, s_h, sg_b, sg_l, sg_h, sq_b, sq_l, sq_h, skv_b, skv_l, skv_h,
+    total_groups, groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1)
+    programs = tl.num_programs(0)
+    wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
+    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_wq = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)  # [in, out], as the weights are held
+    d_wk = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    d_wv = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    d_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for group in range(pid, total_groups, programs):
+        b = (group // groups).to(tl.int64)
+        token0 = (group % groups) * group_stride
+        q_ptr = Q + b * s_b + h * s_h
+        k_ptr = K + b * s_b + h * s_h
+        v_ptr = V + b * s_b + h * s_h
+        g_ptr = G + b * sg_b + h * sg_h
+        state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                              grid_t, grid_h, grid_w, wq, wk, wv, bias, offset,
+                              FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        d_state = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+        d_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for start in range(0, length, BLOCK_L):  # queries: the gradients of S and z
+            tokens, mask, _, _, _, _, _, q_feat, _, gamma = _tile(
+                q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                grid_t, grid_h, grid_w, wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            q_hat = gamma * q_feat
+            g = tl.load(g_ptr + tokens[:, None] * sg_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+            d_num, d_den = _output_grads(q_hat, g, state, k_sum, eps, PRECISION)
+            d_state = tl.dot(tl.trans(q_hat), d_num, d_state, input_precision=PRECISION)
+            d_sum += tl.sum(q_hat * d_den[:, None], axis=0)
+        for start in range(0, length, BLOCK_L):  # every token as query and key: dq, dk, dv, dW
+            tokens, mask, q, k, v, fq, fk, q_feat, k_feat, gamma = _tile(
+                q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                grid_t, grid_h, grid_w, wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            q_hat = gamma * q_feat
+            k_hat = gamma * k_feat
+            g = tl.load(g_ptr + tokens[:, None] * sg_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+            d_num, d_den = _output_grads(q_hat, g, state, k_sum, eps, PRECISION)
+            d_q_hat = tl.dot(d_num, tl.trans(state), input_precision=PRECISION) + d_den[:, None] * k_sum[None, :]
+            d_k_hat = tl.dot(v, tl.trans(d_state), input_precision=PRECISION) + d_sum[None, :]
+            dv = tl.dot(k_hat, d_state, input_precision=PRECISION)
+            if HAS_GATE:
+                d_a = (d_q_hat * q_feat + d_k_hat * k_feat) * gamma * (1.0 - gamma)
+                d_q_feat = d_q_hat * gamma + tl.dot(d_a, tl.trans(wq), input_precision=PRECISION)
+                d_k_feat = d_k_hat * gamma + tl.dot(d_a, tl.trans(wk), input_precision=PRECISION)
+                dv = tl.dot(d_a, tl.trans(wv), dv, input_precision=PRECISION)
+                d_wq = tl.dot(tl.trans(q_feat), d_a, d_wq, input_precision=PRECISION)
+                d_wk = tl.dot(tl.trans(k_feat), d_a, d_wk, input_precision=PRECISION)
+                d_wv = tl.dot(tl.trans(v), d_a, d_wv, input_precision=PRECISION)
+                d_bias += tl.sum(d_a, axis=0)
+            else:
+                d_q_feat = d_q_hat
+                d_k_feat = d_k_hat
+            dq = d_q_feat * _rho_grad(q, fq, FEATURE)
+            dk = d_k_feat * _rho_grad(k, fk, FEATURE)
+            rows = tokens[:, None]
+            tl.store(DQ + b * sq_b + h * sq_h + rows * sq_l + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=mask)
+            tl.store(DK + b * skv_b + h * skv_h + rows * skv_l + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=mask)
+            tl.store(DV + b * skv_b + h * skv_h + rows * skv_l + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=mask)
+    if HAS_GATE:  # this program's share of dW [d, 3d] and db [d]
+        part = pid * tl.num_programs(1) + h
+        offs_i = tl.arange(0, BLOCK_D)[:, None]
+        offs_o = tl.arange(0, BLOCK_D)[None, :]
+        wmask = (offs_i < d) & (offs_o < d)
+        base = DW + part * (3 * d * d) + offs_o * (3 * d) + offs_i
+        tl.store(base, d_wq, mask=wmask)
+        tl.store(base + d, d_wk, mask=wmask)
+        tl.store(base + 2 * d, d_wv, mask=wmask)
+        tl.store(DB + part * d + offs_d, d_bias, mask=offs_d < d)
+
+
+@triton.jit
+def _unshift_kernel(X, Y, SHIFT, sx_b, sx_l, sy_b, sy_l, length, channels, grid_t, grid_h, grid_w,
+                    BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``Y[b, x, c] = X[b, x - shift[c % channels], c]`` (zero outside the grid) over ``[B, L, 2 * channels]``."""
+    b = tl.program_id(0).to(tl.int64)
+    offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (offs_l < length)[:, None] & (offs_c < 2 * channels)[None, :]
+    table = SHIFT + (offs_c % channels) * 3
+    cols = offs_c < 2 * channels
+    st = (offs_l // (grid_h * grid_w))[:, None] - tl.load(table, mask=cols, other=0)[None, :]
+    sh = ((offs_l // grid_w) % grid_h)[:, None] - tl.load(table + 1, mask=cols, other=0)[None, :]
+    sw = (offs_l % grid_w)[:, None] - tl.load(table + 2, mask=cols, other=0)[None, :]
+    inside = mask & (st >= 0) & (st < grid_t) & (sh >= 0) & (sh < grid_h) & (sw >= 0) & (sw < grid_w)
+    source = (st * grid_h + sh) * grid_w + sw
+    x = tl.load(X + b * sx_b + source * sx_l + offs_c[None, :], mask=inside, other=0.0)
+    tl.store(Y + b * sy_b + offs_l[:, None] * sy_l + offs_c[None, :], x, mask=mask)
+
+
+def _config(d: int, length: int, dtype: torch.dtype, max_block: int) -> dict:
+    """Block sizes, warps and dot precision; ``max_block`` caps the token block (the backward
+    kernel holds eight ``[d, d]`` float32 tiles besides its token blocks, so it takes smaller ones)."""
+    block_d = max(MIN_BLOCK, triton.next_power_of_2(d))
+    return dict(
+        BLOCK_L=max(MIN_BLOCK, min(max_block, triton.next_power_of_2(max(length, 1)))),
+        BLOCK_D=block_d,
+        PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        num_warps=8 if block_d >= 64 else 4,
+    )
+
+
+def _backward_programs(total_groups: int, heads: int, device: torch.device) -> int:
+    """Programs per head in the backward pass: enough to fill the device, few enough that the
+    per-program partial gradients of the gate stay small."""
+    target = TARGET_PROGRAMS
+    if device.type == "cuda":
+        target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(total_groups, target // heads))
+
+
+def _sizes(qkv: torch.Tensor, layout: tuple[int, int, int, int], grid: tuple[int, int, int]) -> dict:
+    """The kernels' size arguments: the group layout, the head width and the token grid."""
+    groups, size, group_stride, member_stride = layout
+    return dict(
+        groups=groups, length=size, group_stride=group_stride, member_stride=member_stride, d=qkv.shape[-1],
+        grid_t=grid[0], grid_h=grid[1], grid_w=grid[2],
+    )
+
+
+class _LinearStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv, weight, bias, shift, feature, offset, eps, layout, grid):
+        batch, length, _, heads, d = qkv.shape
+        q, k, v = qkv.unbind(2)  # [B, L, heads, d] views
+        out = torch.empty(batch, length, heads, d, dtype=qkv.dtype, device=qkv.device)
+        flags = dict(FEATURE=FEATURES.index(feature), HAS_GATE=weight is not None, SHIFTED=shift is not None)
+        ctx.save_for_backward(qkv, weight, bias, shift)
+        ctx.options = (feature, offset, eps, layout, grid)
+        if out.numel():
+            _forward_kernel[(batch * layout[0], heads)](
+                q, k, v, q if weight is None else weight, q if bias is None else bias, q if shift is None else shift, out,
+                q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+                offset=offset, eps=eps, **_sizes(qkv, layout, grid), **flags, **_config(d, layout[1], qkv.dtype, max_block=64),
+            )
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        qkv, weight, bias, shift = ctx.saved_tensors
+        feature, offset, eps, layout, grid = ctx.options
+        batch, length, _, heads, d = qkv.shape
+        grad = grad if grad.stride(-1) == 1 else grad.contiguous()
+        q, k, v = qkv.unbind(2)
+        d_qkv = torch.empty(batch, length, 3, heads, d, dtype=qkv.dtype, device=qkv.device)
+        d_kv = d_qkv[:, :, 1:] if shift is None else torch.empty(batch, length, 2, heads, d, dtype=qkv.dtype, device=qkv.device)
+        total = batch * layout[0]
+        programs = _backward_programs(total, heads, qkv.device)
+        has_gate = weight is not None
+        parts = programs * heads if has_gate else 1
+        d_weight = torch.empty(parts, d, 3 * d, dtype=torch.float32, device=qkv.device)
+        d_bias = torch.empty(parts, d, dtype=torch.float32, device=qkv.device)
+        if d_qkv.numel():
+            dq, dk, dv = d_qkv[:, :, 0], d_kv[:, :, 0], d_kv[:, :, 1]
+            _backward_kernel[(programs, heads)](
+                q, k, v, q if weight is None else weight, q if bias is None else bias, q if shift is None else shift,
+                grad, dq, dk, dv, d_weight, d_bias,
+                q.stride(0), q.stride(1), q.stride(2), grad.stride(0), grad.stride(1), grad.stride(2),
+                dq.stride(0), dq.stride(1), dq.stride(2), dk.stride(0), dk.stride(1), dk.stride(2),
+                total_groups=total, offset=offset, eps=eps, **_sizes(qkv, layout, grid),
+                FEATURE=FEATURES.index(feature), HAS_GATE=has_gate, SHIFTED=shift is not None, **_config(d, layout[1], qkv.dtype, max_block=32),
+            )
+            if shift is not None:
+                _unshift(d_kv, d_qkv[:, :, 1:], shift, grid)
+        grad_weight = d_weight.sum(0).to(weight.dtype) if has_gate and ctx.needs_input_grad[1] else None
+        grad_bias = d_bias.sum(0).to(bias.dtype) if has_gate and ctx.needs_input_grad[2] else None
+        return d_qkv, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+def _unshift(shifted: torch.Tensor, out: torch.Tensor, shift: torch.Tensor, grid) -> None:
+    """``out [B, L, 2, heads, d]`` (a view) = the adjoint of the shift applied to ``shifted``."""
+    batch, length, _, heads, d = shifted.shape
+    block_l, block_c = 16, min(256, triton.next_power_of_2(2 * heads * d))
+    launch = (batch, triton.cdiv(length, block_l), triton.cdiv(2 * heads * d, block_c))
+    _unshift_kernel[launch](
+        shifted, out, shift, shifted.stride(0), shifted.stride(1), out.stride(0), out.stride(1),
+        length, heads * d, *grid, BLOCK_L=block_l, BLOCK_C=block_c,
+    )
+
+
+def _check(qkv, weight, bias, feature, layout, grid, shift) -> None:
+    if not qkv.is_cuda and not knobs.runtime.interpret:
+        raise RuntimeError("the fused linear attention step needs CUDA tensors (on CPU, set TRITON_INTERPRET=1 before tubelet imports it)")
+    if qkv.dim() != 5 or qkv.shape[2] != 3:
+        raise ValueError(f"the fused linear attention step needs qkv [B, L, 3, heads, d], got {tuple(qkv.shape)}")
+    if feature not in FEATURES:
+        raise ValueError(f"unknown feature map {feature!r}; expected one of {FEATURES}")
+    d = qkv.shape[-1]
+    if (weight is None) != (bias is None) or (weight is not None and (tuple(weight.shape) != (d, 3 * d) or tuple(bias.shape) != (d,))):
+        raise ValueError(f"the fixation gate needs weight [{d}, {3 * d}] and bias [{d}] (or neither)")
+    groups, size, _, _ = layout
+    if groups * size != qkv.shape[1] or grid[0] * grid[1] * grid[2] != qkv.shape[1]:
+        raise ValueError(f"{qkv.shape[1]} tokens are neither {groups} groups of {size} nor a {grid} grid")
+    if shift is not None and tuple(shift.shape) != (qkv.shape[3] * d, 3):
+        raise ValueError(f"the shift table must be [{qkv.shape[3] * d}, 3], got {tuple(shift.shape)}")
+
+
+def linear_step(
+    qkv: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    *,
+    feature: str,
+    offset: float,
+    eps: float,
+    layout: tuple[int, int, int, int],
+    grid: tuple[int, int, int],
+    shift: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``qkv [B, L, 3, heads, d] -> [B, L, heads, d]`` (see the module docstring and
+    ``tubelet.kernels.linear_step.reference``). Under autocast ``qkv`` is computed in autocast's
+    dtype; the gate's parameters are read in their own. Differentiable in ``qkv``, ``weight`` and
+    ``bias``."""
+    _check(qkv, weight, bias, feature, layout, grid, shift)
+    device = qkv.device.type
+    if torch.is_autocast_enabled(device):
+        qkv = qkv.to(torch.get_autocast_dtype(device))
+    if qkv.stride(-1) != 1 or qkv.stride(-2) != qkv.shape[-1]:
+        qkv = qkv.contiguous()
+    if shift is not None:
+        shift = shift.to(device=qkv.device, dtype=torch.int32).contiguous()
+    return _LinearStep.apply(qkv, weight, bias, shift, feature, float(offset), float(eps), tuple(layout), tuple(grid))

@@ -1,0 +1,220 @@
+"""The fused linear attention step (shift, feature map, fixation, Eq. 3) against its PyTorch
+reference, forward and every gradient, and inside the LVT model against the composed path.
+
+On CPU the kernels run through Triton's interpreter at tiny, odd sizes (groups longer than one
+block, head widths that need padding, borders of the grid where shifted channels read zeros); on
+a CUDA machine the ``gpu`` tests run them compiled at the sizes of LVT base.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton", reason="triton is not importable (it is in the test extras)")
+
+import tubelet  # noqa: E402
+from tubelet.attention.linear import functional, fused  # noqa: E402
+from tubelet.attention.shift import ChannelShift  # noqa: E402
+from tubelet.kernels.linear_step import triton_linear_step  # noqa: E402
+from tubelet.kernels.linear_step.reference import gather_shift, linear_step_reference  # noqa: E402
+from tubelet.layers.shape import VideoShape  # noqa: E402
+
+EPS = 1e-6
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+SHIFTS = {
+    "none": (),
+    "temporal": (ChannelShift("temporal", 1, 8),),
+    "spatial": (ChannelShift("spatial", 1),),
+    "both": (ChannelShift("temporal", 1, 8), ChannelShift("spatial", 1)),
+}
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert not torch.isnan(a).any()
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def step_inputs(seed: int, batch: int, shape: VideoShape, heads: int, d: int, gate: bool, dtype=torch.float32, device=DEVICE):
+    """``qkv [B, L, 3, heads, d]`` as a projection gives it, and the fixation gate's ``phi``."""
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, shape.num_patches, 3, heads, d, generator=g)
+    weight = torch.randn(d, 3 * d, generator=g) * (3 * d) ** -0.5 if gate else None
+    bias = torch.randn(d, generator=g) * 0.5 if gate else None
+    qkv = qkv.to(device=device, dtype=dtype).requires_grad_()
+    weight, bias = ((t.to(device).requires_grad_() if t is not None else None) for t in (weight, bias))
+    return qkv, weight, bias
+
+
+def check_against_reference(qkv, weight, bias, tolerance: float, **options) -> None:
+    """Forward and the gradients of ``qkv``, ``weight``, ``bias`` against the float64 reference."""
+    out = triton_linear_step(qkv, weight, bias, **options)
+    assert out.dtype == qkv.dtype and out.shape == (*qkv.shape[:2], *qkv.shape[3:])
+    inputs = [t for t in (qkv, weight, bias) if t is not None]
+    wide = [t.detach().double().requires_grad_() for t in inputs]
+    ref = linear_step_reference(wide[0], *(wide[1:] if weight is not None else (None, None)), **options)
+    assert relative_error(out, ref) < tolerance
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(99)).to(out)
+    grads = torch.autograd.grad(out, inputs, grad)
+    grads_ref = torch.autograd.grad(ref, wide, grad.double())
+    for name, a, b in zip(("qkv", "weight", "bias"), grads, grads_ref):
+        assert relative_error(a, b) < tolerance, name
+
+
+def options(grouping: str, shape: VideoShape, feature: str, shifts: str, heads: int, d: int) -> dict:
+    return dict(
+        feature=feature, offset=d**-0.5 if feature == "relu" else 0.0, eps=EPS,
+        layout=fused.group_layout(grouping, shape), grid=tuple(shape), shift=fused.shift_table(SHIFTS[shifts], heads * d),
+    )
+
+
+@pytest.mark.parametrize(
+    "grouping, shape, heads, d, feature, shifts, gate",
+    [
+        ("frame", VideoShape(3, 3, 5), 2, 8, "relu", "temporal", True),  # LVT's spatial step; d padded to 16
+        ("tube", VideoShape(5, 2, 3), 2, 8, "elu", "spatial", True),  # its temporal step
+        ("joint", VideoShape(2, 3, 3), 2, 16, "sigmoid", "both", True),  # both shifts composed
+        ("frame", VideoShape(2, 1, 3), 1, 12, "relu", "none", False),  # no fixation, no shift
+        ("tube", VideoShape(67, 1, 2), 2, 8, "relu", "spatial", True),  # a group of 67 tokens: two blocks
+    ],
+)
+def test_fused_step_matches_reference_forward_and_backward(grouping, shape, heads, d, feature, shifts, gate):
+    qkv, weight, bias = step_inputs(shape.num_patches + d, 2, shape, heads, d, gate)
+    check_against_reference(qkv, weight, bias, 1e-5, **options(grouping, shape, feature, shifts, heads, d))
+
+
+def test_backward_programs_that_take_several_groups_sum_the_gate_gradients(monkeypatch):
+    """With fewer backward programs than groups, each program loops over groups and the gate's
+    partial gradients of all programs are summed."""
+    from tubelet.kernels.linear_step import triton as kernels
+
+    monkeypatch.setattr(kernels, "TARGET_PROGRAMS", 4)  # 2 heads: 2 programs per head for 6 groups
+    shape = VideoShape(2, 2, 3)
+    assert kernels._backward_programs(2 * shape.spatial, 2, torch.device("cpu")) == 2  # on CUDA: twice the SMs
+    qkv, weight, bias = step_inputs(3, 2, shape, 2, 8, gate=True)
+    check_against_reference(qkv, weight, bias, 1e-5, **options("tube", shape, "relu", "spatial", 2, 8))
+
+
+def test_bfloat16_inputs():
+    """bf16 in, bf16 out, within bf16's rounding of the float64 reference."""
+    shape = VideoShape(3, 2, 3)
+    qkv, weight, bias = step_inputs(5, 2, shape, 2, 16, gate=True, dtype=torch.bfloat16)
+    check_against_reference(qkv, weight, bias, 2e-2, **options("frame", shape, "relu", "temporal", 2, 16))
+
+
+def test_shift_table_reads_what_the_channel_shifts_move():
+    """The composed table, gathered as the kernels load it, equals the model's shifts of
+    ``[B, L, 2, C]`` applied in turn (temporal, then spatial), borders included."""
+    shape = VideoShape(3, 4, 5)
+    kv = torch.randn(2, shape.num_patches, 2, 32)
+    for name in ("temporal", "spatial", "both"):
+        expected = kv
+        for shift in SHIFTS[name]:
+            expected = shift(expected, shape)
+        assert torch.equal(gather_shift(kv, fused.shift_table(SHIFTS[name], 32), tuple(shape)), expected), name
+
+
+def test_bad_inputs_are_refused():
+    shape = VideoShape(2, 2, 2)
+    qkv, weight, bias = step_inputs(1, 1, shape, 2, 8, gate=True)
+    good = options("frame", shape, "relu", "none", 2, 8)
+    with pytest.raises(ValueError, match=r"weight \[8, 24\]"):
+        triton_linear_step(qkv, weight[:, :16], bias, **good)
+    with pytest.raises(ValueError, match="groups of"):
+        triton_linear_step(qkv, weight, bias, **{**good, "layout": (3, 4, 4, 1)})
+    with pytest.raises(ValueError, match="unknown feature map 'exp'"):
+        triton_linear_step(qkv, weight, bias, **{**good, "feature": "exp"})
+
+
+class CountFused:
+    """Counts the fused kernel's calls from the attention step."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        original = fused.triton_linear_step
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(fused, "triton_linear_step", counted)
+
+
+@pytest.mark.parametrize(
+    "attention_options, fused_steps",
+    [
+        ({}, 2),  # the LVT default: frame and tube steps, both fused
+        ({"association_order": "after"}, 0),  # not covered: the composed path, with the Eq. 3 kernel
+    ],
+)
+def test_lvt_gives_the_same_outputs_and_gradients_with_torch_and_triton_backends(monkeypatch, attention_options, fused_steps):
+    """The whole tiny LVT: logits and every parameter's gradient agree between the backends,
+    and the triton backend takes the fused path exactly where the step's configuration is covered."""
+    counter = CountFused(monkeypatch)
+    torch.manual_seed(0)
+    model = tubelet.create_model(
+        "lvt_tiny_p8_8x32", num_classes=5, depth=1, num_frames=2, img_size=16, attention_options=attention_options,
+    ).to(DEVICE)
+    video = torch.randn(2, 3, 2, 16, 16, device=DEVICE)
+    results = {}
+    for backend in ("torch", "triton"):
+        functional.set_backend(backend)
+        try:
+            counter.calls = 0
+            model.zero_grad()
+            logits = model(video)
+            logits.square().sum().backward()
+            results[backend] = [logits.detach()] + [p.grad.clone() for p in model.parameters()]
+        finally:
+            functional.set_backend("torch")
+    assert counter.calls == fused_steps
+    names = ["logits"] + [name for name, _ in model.named_parameters()]
+    for name, a, b in zip(names, results["triton"], results["torch"]):
+        assert relative_error(a, b) < 1e-5, name
+
+
+def test_training_with_feature_dropout_takes_the_composed_path(monkeypatch):
+    counter = CountFused(monkeypatch)
+    model = tubelet.create_model("lvt_tiny_p8_8x32", num_classes=5, depth=1, num_frames=2, img_size=16, attn_drop_rate=0.1)
+    step = model.blocks[0].attn.steps[0]
+    x = torch.randn(1, 8, 64)
+    shape = VideoShape(2, 2, 2)
+    functional.set_backend("triton")
+    try:
+        assert step.fusable
+        step.train()
+        assert not step.uses_fused_kernel(x, shape)
+        step.eval()
+        assert step.uses_fused_kernel(x, shape)
+    finally:
+        functional.set_backend("torch")
+    assert counter.calls == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: on CPU the interpreter tests above run instead")
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize(
+    "grouping, shifts",
+    [("frame", "temporal"), ("tube", "spatial"), ("joint", "both")],  # LVT base's two steps, and joint
+)
+def test_fused_step_matches_reference_on_gpu_at_real_sizes(dtype, tolerance, grouping, shifts):
+    shape = VideoShape(16, 14, 14)  # 16 x 224 at patch 16; 8 heads of 64
+    qkv, weight, bias = step_inputs(7, 2, shape, 8, 64, gate=True, dtype=dtype, device="cuda")
+    check_against_reference(qkv, weight, bias, tolerance, **options(grouping, shape, "relu", shifts, 8, 64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: torch.compile does not trace the interpreter")
+def test_fused_step_compiles_in_one_graph_forward_and_backward():
+    """``torch.compile(fullgraph=True)`` fails on any graph break around the kernels."""
+    shape = VideoShape(16, 14, 14)
+    qkv, weight, bias = step_inputs(11, 2, shape, 8, 64, gate=True, dtype=torch.bfloat16, device="cuda")
+    opts = options("frame", shape, "relu", "temporal", 8, 64)
+    compiled = torch.compile(lambda a, b, c: triton_linear_step(a, b, c, **opts), fullgraph=True)
+    out = compiled(qkv, weight, bias)
+    eager = triton_linear_step(qkv, weight, bias, **opts)
+    assert relative_error(out, eager) < 1e-3
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (qkv, weight, bias), grad), torch.autograd.grad(eager, (qkv, weight, bias), grad)):
+        assert relative_error(a, b) < 1e-3
