@@ -153,6 +153,7 @@ def test_recipe_trains_from_an_image_vit_checkpoint(tmp_path, tiny_synth, recipe
     assert "init reshaped: pos_embed." in lines and "grid 4x4 -> 2x2" in lines
     assert "init missing (kept at the model's initialisation): " in lines and "head.weight" in lines
     assert "init unexpected (not used): " in lines and "head.weight (the image classifier)" in lines
+    assert "WARNING" not in lines  # an image ViT records no normalisation: the recipe's official one stands
 
 
 def test_the_official_lvt_architecture_starts_from_an_image_vit_with_its_own_rule():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -96,3 +97,81 @@ def test_training_checkpoints_carry_the_recipe_as_metadata(tmp_path, tiny_synth)
     assert (meta.num_frames, meta.img_size, meta.views, meta.sampling, meta.frame_interval) == (4, 16, (2, 3), "dense", 3)
     assert meta.mean == (0.5,) * 3 and meta.std == (0.25,) * 3
     assert meta.source == {"format": "tubelet train", "init": None}
+
+
+def _init_folder(root, **metadata):
+    """A saved model that fits ``tiny_overrides``' architecture, its metadata recording ``metadata``."""
+    torch.manual_seed(1)
+    model = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=12, depth=1, embed_dim=32,
+                                 num_heads=2, num_frames=4, img_size=16)
+    model.metadata = model.metadata.replace(**metadata)
+    tubelet.save_model(model, root)
+    return root
+
+
+OFFICIAL = dict(mean=(0.45,) * 3, std=(0.225,) * 3, source={"format": "timesformer", "path": "x.pyth"})
+
+
+@pytest.mark.parametrize("overrides, mean, std, note", [
+    ([], (0.45,) * 3, (0.225,) * 3, "data.mean=[0.45, 0.45, 0.45] data.std=[0.225, 0.225, 0.225]: the normalisation "
+                                    "recorded with the train.init weights {init} (set data.mean and data.std to choose another)"),
+    (["data.mean=[0.45,0.45,0.45]", "data.std=[0.225,0.225,0.225]"], (0.45,) * 3, (0.225,) * 3, None),
+    (["data.mean=[0.5,0.5,0.5]", "data.std=[0.5,0.5,0.5]"], (0.5,) * 3, (0.5,) * 3,
+     "WARNING: data.mean=[0.5, 0.5, 0.5] data.std=[0.5, 0.5, 0.5] differ from the normalisation recorded with the "
+     "train.init weights {init} (mean=[0.45, 0.45, 0.45] std=[0.225, 0.225, 0.225]): the model starts on inputs "
+     "scaled unlike those it learnt from; unset data.mean and data.std to adopt the recorded ones"),
+    (["data.mean=[0.5,0.5,0.5]"], (0.5,) * 3, (0.225,) * 3, "WARNING: data.mean=[0.5, 0.5, 0.5] data.std=[0.225, 0.225, 0.225] differ"),
+])
+def test_train_init_weights_bring_their_normalisation_unless_the_recipe_sets_one(overrides, mean, std, note, tmp_path):
+    init = _init_folder(tmp_path / "official", **OFFICIAL)
+    config, notes = ckpt.adopt_init_normalisation(load_config(None, [f"train.init={init}", *overrides]))
+    assert (config.data.mean, config.data.std) == (mean, std)
+    if note is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and notes[0].startswith(note.format(init=init))
+
+
+def test_weights_that_record_no_normalisation_leave_it_to_the_data(tmp_path):
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    image_vit = tmp_path / "vit.pth"
+    torch.save({"cls_token": torch.zeros(1, 1, 8)}, image_vit)
+    timm_init = _init_folder(tmp_path / "timm", mean=(0.5,) * 3, std=(0.5,) * 3, source={"format": "timm"})
+    old = _init_folder(tmp_path / "old", **OFFICIAL)
+    record = read_config(old)
+    del record["metadata"]  # saved before metadata existed
+    (old / "config.json").write_text(json.dumps(record))
+    for init in (None, image_vit, timm_init, old):
+        overrides = [f"train.init={init}"] if init else []
+        config, notes = ckpt.adopt_init_normalisation(load_config(None, overrides))
+        assert (config.data.mean, config.data.std, notes) == (*imagenet, []), init
+        config, notes = ckpt.adopt_init_normalisation(load_config(None, overrides + ["data.mean=[0.5,0.5,0.5]"]))
+        assert (config.data.mean, config.data.std, notes) == ((0.5,) * 3, imagenet[1], []), init
+
+
+def test_a_run_from_converted_weights_trains_evaluates_and_records_their_normalisation(tmp_path, tiny_synth):
+    init = _init_folder(tmp_path / "official", **OFFICIAL)
+    base = [o for o in tiny_overrides(tiny_synth) if not o.startswith("train.epochs")] + ["train.epochs=1", "train.max_steps=1"]
+    log = io.StringIO()
+    fit(load_config(None, base + [f"train.init={init}"]), tmp_path / "run", stream=log)
+    assert f"the normalisation recorded with the train.init weights {init}" in log.getvalue()
+    assert load_config(str(tmp_path / "run" / "config.yaml")).data.mean == (0.45,) * 3  # a resume keeps it
+    model, config = ckpt.load_inference_model(tmp_path / "run")  # what eval and predict use
+    assert (config.data.mean, config.data.std) == (model.metadata.mean, model.metadata.std) == ((0.45,) * 3, (0.225,) * 3)
+    # a run from that run's weights adopts them again: the record travels with the weights
+    config, notes = ckpt.adopt_init_normalisation(load_config(None, base + [f"train.init={tmp_path / 'run'}"]))
+    assert (config.data.mean, config.data.std) == ((0.45,) * 3, (0.225,) * 3) and len(notes) == 1
+
+
+# The recipes that follow an official configuration feed its normalisation, the one that
+# `tubelet convert` records for that code's released checkpoints.
+OFFICIAL_RECIPES = {"timesformer_divided_k400_8x224": "timesformer", "mvitv2_small_k400_16x224": "slowfast-mvit",
+                    "xvit_ssv2_16x224": "xvit", "lvt_ssv2_16x224": "lvt", "vivit_joint_k400_32x224": "scenic-vivit"}
+
+
+@pytest.mark.parametrize("recipe, fmt", OFFICIAL_RECIPES.items())
+def test_recipes_of_official_configs_use_the_official_normalisation(recipe, fmt):
+    from tubelet.convert import PREPROCESSING
+
+    data = load_config(recipe).data
+    assert (data.mean, data.std) == (PREPROCESSING[fmt]["mean"], PREPROCESSING[fmt]["std"])

@@ -91,7 +91,9 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_synth, monk
 def test_run_folder_holds_config_logs_plots_and_best(tmp_path, tiny_synth):
     config = load_config(None, tiny_overrides(tiny_synth) + ["train.epochs=1", "train.save_every_steps=null"])
     metrics = fit(config, tmp_path, stream=io.StringIO())
-    assert load_config(str(tmp_path / "config.yaml")) == config
+    saved = load_config(str(tmp_path / "config.yaml"))
+    assert (saved.data.mean, saved.data.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # the normalisation used
+    assert saved == ckpt.adopt_init_normalisation(config)[0]
     assert {"top1", "top5", "clip_top1", "per_class", "loss"} <= set(metrics)
     assert ckpt.best_record(tmp_path)["checkpoint"] == "step00000003"
     for name in ("loss.png", "accuracy.png", "confusion.png"):

@@ -15,7 +15,7 @@ checkpoint's name. ``best.json`` names the best checkpoint and is itself replace
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from tubelet.convert.imagenet import is_image_checkpoint
 from tubelet.engine.config import Config, DataConfig, EvalConfig, ModelConfig, load_config
 from tubelet.files import atomic_folder, atomic_write_json, remove_folder, sweep_temporary
 from tubelet.models.serialization import read_config, read_weights
@@ -216,7 +217,8 @@ def metadata_from_config(config: Config, num_frames: int, img_size: int, source:
     """The metadata of a model trained with ``config`` (its data and eval sections) for a
     ``num_frames x img_size`` input."""
     data = config.data
-    return ModelMetadata(num_frames=num_frames, img_size=img_size, mean=data.mean, std=data.std, sampling=data.sampling,
+    mean, std = data.normalisation()
+    return ModelMetadata(num_frames=num_frames, img_size=img_size, mean=mean, std=std, sampling=data.sampling,
                          frame_interval=data.frame_interval, views=config.eval.views, resize_to=config.eval.resize_to,
                          source=source)
 
@@ -227,3 +229,49 @@ def config_from_metadata(architecture: str, metadata: ModelMetadata) -> Config:
                       sampling=metadata.sampling, frame_interval=metadata.frame_interval)
     return Config(model=ModelConfig(architecture), data=data,
                   eval=EvalConfig(views=metadata.views, resize_to=metadata.resize_to))
+
+
+def recorded_normalisation(init: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` recorded with the weights ``train.init`` names: a checkpoint's, a run's (its
+    best) or a saved model's metadata. None where nothing is recorded: an image ViT file; a model
+    saved before metadata existed; an image initialisation converted ``--from timm`` (weights not yet
+    trained on video, whose fine-tuning chooses, as the official code does: TimeSformer trains
+    Google's ViT-B, made for inputs in [-1, 1], at mean 0.45 / std 0.225)."""
+    if is_image_checkpoint(init):
+        return None
+    folder = resolve_checkpoint(init)
+    raw = read_config(folder).get("metadata")
+    if raw is None:
+        return None
+    metadata = ModelMetadata.from_dict(raw, f"{folder / MODEL_CONFIG} metadata")
+    if (metadata.source or {}).get("format") == "timm":
+        return None
+    return metadata.mean, metadata.std
+
+
+def adopt_init_normalisation(config: Config) -> tuple[Config, list[str]]:
+    """The rule for the normalisation of a run that starts from ``train.init``'s weights, and
+    what to tell the user about it.
+
+    ``data.mean`` / ``data.std`` left unset take the values recorded with those weights (ImageNet's
+    when none are recorded, or without ``train.init``), as the official code feeds its
+    checkpoints the normalisation of the config that trained them. Set explicitly, they are kept;
+    when they then differ from the recorded ones the notes hold a warning naming both. Returns
+    the config with both fields set."""
+    data = config.data
+    recorded = recorded_normalisation(config.train.init) if config.train.init else None
+    notes = []
+    if recorded is None:
+        mean, std = data.normalisation()
+    else:
+        mean, std = tuple(data.mean or recorded[0]), tuple(data.std or recorded[1])
+        where = f"the train.init weights {config.train.init}"
+        if data.mean is None and data.std is None:
+            notes.append(f"data.mean={list(mean)} data.std={list(std)}: the normalisation recorded with {where} "
+                         f"(set data.mean and data.std to choose another)")
+        elif (mean, std) != tuple(recorded):
+            notes.append(f"WARNING: data.mean={list(mean)} data.std={list(std)} differ from the normalisation "
+                         f"recorded with {where} (mean={list(recorded[0])} std={list(recorded[1])}): the model "
+                         f"starts on inputs scaled unlike those it learnt from; unset data.mean and data.std "
+                         f"to adopt the recorded ones")
+    return replace(config, data=replace(data, mean=mean, std=std)), notes

@@ -45,8 +45,10 @@ class DataConfig:
     sampling: str = "uniform"  # "uniform": one frame from each of T equal segments; "dense": every frame_interval-th frame
     frame_interval: int = 8  # frames between sampled frames in dense sampling
     img_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # normalisation (x / 255 - mean) / std, per RGB channel
-    std: tuple[float, float, float] = IMAGENET_STD
+    # normalisation (x / 255 - mean) / std, per RGB channel; unset (null): the one recorded with the
+    # train.init weights, else ImageNet's (tubelet.engine.checkpoint.adopt_init_normalisation)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     num_workers: int = 4
     max_decode_failures: float = 0.01  # stop training when a larger share of samples fails to decode
     scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range
@@ -56,6 +58,10 @@ class DataConfig:
     mixup_alpha: float = 0.0  # 0 disables mixup
     cutmix_alpha: float = 0.0  # 0 disables cutmix
     mixup_prob: float = 1.0
+
+    def normalisation(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """``(mean, std)`` as the pipeline applies them: ImageNet's for a field left unset."""
+        return tuple(self.mean or IMAGENET_MEAN), tuple(self.std or IMAGENET_STD)
 
 
 @dataclass
@@ -368,9 +374,11 @@ def describe_config(recipe: str | None, overrides: list[str] = ()) -> list[tuple
             rows.append((key, entry.defaults[arg], f"model {config.model.name}"))
         else:
             rows.append((key, parameter.default, "constructor default"))
+    unset = "unset: as recorded with the train.init weights, else ImageNet's"
     for section, values in config_to_dict(config).items():
         if section != "model":
-            rows.extend((f"{section}.{k}", v, sources.get(f"{section}.{k}", "default")) for k, v in values.items())
+            rows.extend((f"{section}.{k}", v, sources.get(f"{section}.{k}", unset if v is None and k in ("mean", "std") else "default"))
+                        for k, v in values.items())
     return rows
 
 

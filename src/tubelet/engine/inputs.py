@@ -42,9 +42,10 @@ def train_split(data: DataConfig) -> VideoList:
 def train_dataset(data: DataConfig, videos: VideoList, *, seed: int) -> VideoDataset:
     """Random clips with the training augmentation of ``data``. The flip swaps the labels of
     direction-named classes ("left" <-> "right"), so flipping stays correct on SSv2-like data."""
+    mean, std = data.normalisation()
     transform = TrainTransform(
         data.img_size, scale=data.scale, hflip=data.hflip, flip_label_map=mirror_label_map(videos.class_names),
-        auto_augment=data.auto_augment, random_erasing=data.random_erasing, mean=data.mean, std=data.std,
+        auto_augment=data.auto_augment, random_erasing=data.random_erasing, mean=mean, std=std,
     )
     return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
                         mode="train", seed=seed)
@@ -52,7 +53,8 @@ def train_dataset(data: DataConfig, videos: VideoList, *, seed: int) -> VideoDat
 
 def eval_transform(data: DataConfig, *, resize_to: int | None, crops: int) -> EvalTransform:
     """Short side to ``resize_to`` (None: ``data.img_size``), ``crops`` crops, ``data``'s normalisation."""
-    return EvalTransform(data.img_size, resize_to=resize_to, num_crops=crops, mean=data.mean, std=data.std)
+    mean, std = data.normalisation()
+    return EvalTransform(data.img_size, resize_to=resize_to, num_crops=crops, mean=mean, std=std)
 
 
 def eval_dataset(data: DataConfig, videos: VideoList, *, views: tuple[int, int],

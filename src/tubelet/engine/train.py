@@ -250,12 +250,18 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, allow_chan
 
     With ``resume``, continue from the run's newest loadable checkpoint; ``config`` must then be the
     run's own (``read_run_config``) except for keys that do not change what is trained, unless
-    ``allow_changes``. Returns the last validation metrics (empty without ``data.val``). Under
+    ``allow_changes``. ``data.mean`` / ``data.std`` left unset take the normalisation recorded with
+    ``train.init``'s weights (``tubelet.engine.checkpoint.adopt_init_normalisation``; a differing
+    explicit one is warned about). Returns the last validation metrics (empty without ``data.val``). Under
     ``torchrun`` every process calls this; rank 0 writes.
     """
     stream = stream or sys.stderr
     run_dir = Path(run_dir)
     dist = init_distributed(config.train.device)
+    config, notes = ckpt.adopt_init_normalisation(config)
+    for note in notes:
+        if dist.is_main:
+            print(note, file=stream)
     train_cfg = config.train
     if train_cfg.keep_last < 1:
         raise ValueError(f"train.keep_last must be >= 1, got {train_cfg.keep_last}")
