@@ -10,6 +10,9 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   (spatial step ``[16 frames, 8 heads, 196, 64]``, temporal step ``[196, 8, 16, 64]``, joint
   ``[1, 8, 3136, 64]``), bf16, forward and forward + backward, with relative errors against a
   float64 reference and the bytes moved over the measured copy bandwidth (the floor);
+- ``step``: LVT base's two attention steps whole (LayerNorm to residual), torch backend (composed)
+  vs triton backend (the fused step kernel), forward and forward + backward at 16x224 batch 1 and 8
+  and 96x448 batch 1, and the fused kernel alone against its byte floor;
 - ``profile``: one LVT base 16x224 forward at batch 1 under ``torch.profiler`` with each backend:
   kernel launches, CPU and GPU time, the operators with GPU time called most often;
 - ``timesformer``: TimeSformer-B divided 8x224 inference at batch 1 and 32, tubelet vs transformers,
@@ -212,6 +215,74 @@ def _kernel_section(reps: int, warmup: int) -> tuple[list[dict], str]:
     return rows, "\n".join(lines) + "\n"
 
 
+# ----- one linear attention step, composed and fused -----
+
+STEP_SHAPES = {"16x224, batch 1": (1, (16, 14, 14)), "16x224, batch 8": (8, (16, 14, 14)), "96x448, batch 1": (1, (96, 28, 28))}
+
+
+def _step_section(reps: int, warmup: int) -> tuple[list[dict], str]:
+    """LVT base's two attention steps (``frame`` with the temporal shift, ``tube`` with the
+    spatial one; 512 wide, 8 heads) timed whole, LayerNorm to residual, under each backend (the
+    triton backend runs them as the fused step kernel), and the fused kernel alone against the
+    bytes of qkv and its output over the measured copy bandwidth."""
+    from tubelet.attention.linear import LinearAttention
+    from tubelet.attention.linear.fused import group_layout
+    from tubelet.kernels.linear_step import triton_linear_step
+    from tubelet.layers.shape import VideoShape
+
+    bandwidth = _copy_bandwidth(reps)
+    mixer = LinearAttention(512, 8).to(DEVICE)
+    lines = [
+        "## step", "",
+        f"One LVT base attention step, bf16 autocast, median of {reps} after {warmup} (CUDA events); backward = gradients of "
+        f"the input and the step's parameters. Kernel floor: qkv read once and the output written once over the copy "
+        f"bandwidth measured here, {bandwidth / 1e12:.3g} TB/s.", "",
+        "| input | step | backend | forward ms | forward + backward ms | fused kernel alone ms | kernel floor ms | rel. error out / grad x vs torch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = []
+    for name, (batch, grid) in STEP_SHAPES.items():
+        shape = VideoShape(*grid)
+        x = torch.randn(batch, shape.num_patches, 512, device=DEVICE).requires_grad_()
+        for step in mixer.steps:
+            grad = torch.randn_like(x)
+            inputs = (x, *step.parameters())
+            results = {}
+            for backend in ("torch", "triton"):
+                with linear_backend(backend), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+                    with torch.no_grad():
+                        forward = statistics.median(time_repetitions(lambda: step(x, shape), DEVICE, warmup=warmup, reps=reps))
+                    both = statistics.median(time_repetitions(
+                        lambda: torch.autograd.grad(step(x, shape), inputs, grad), DEVICE, warmup=warmup, reps=reps))
+                    out = step(x, shape)
+                    results[backend] = (out.detach().float(), torch.autograd.grad(out, x, grad)[0].float())
+                    assert step.uses_fused_kernel(x, shape) == (backend == "triton")
+                row = dict(section="step", input=name, step=step.grouping.name, backend=backend, forward_ms=forward * 1e3,
+                           forward_backward_ms=both * 1e3, copy_bandwidth=bandwidth)
+                if backend == "triton":
+                    with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+                        qkv = step.attn.qkv(step.norm(x)).unflatten(-1, (3, 8, 64))
+                    gate = step.fixation.gate
+                    options = dict(feature="relu", offset=step.features.offset, eps=step.attn.core.eps,
+                                   layout=group_layout(step.grouping.name, shape), grid=grid, shift=step.shift_table)
+                    kernel = statistics.median(time_repetitions(
+                        lambda: triton_linear_step(qkv, gate.weight, gate.bias, **options), DEVICE, warmup=warmup, reps=reps))
+                    row.update(kernel_ms=kernel * 1e3, kernel_floor_ms=(qkv.numel() + qkv.numel() // 3) * qkv.element_size() / bandwidth * 1e3,
+                               error_out=_relative(results["triton"][0], results["torch"][0]),
+                               error_grad_x=_relative(results["triton"][1], results["torch"][1]))
+                rows.append(row)
+                extra = (f"{row['kernel_ms']:.4g} | {row['kernel_floor_ms']:.3g} | {row['error_out']:.1e} / {row['error_grad_x']:.1e}"
+                         if backend == "triton" else "- | - | -")
+                lines.append(f"| {name} | {step.grouping.name} | {backend} | {row['forward_ms']:.4g} | {row['forward_backward_ms']:.4g} | {extra} |")
+        del x
+        torch.cuda.empty_cache()
+    return rows, "\n".join(lines) + "\n"
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
 # ----- where LVT's time goes -----
 
 def _profile_section(reps: int, warmup: int) -> tuple[list[dict], str]:
@@ -251,7 +322,7 @@ def _profile_section(reps: int, warmup: int) -> tuple[list[dict], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    special = {"kernels": _kernel_section, "profile": _profile_section}
+    special = {"kernels": _kernel_section, "step": _step_section, "profile": _profile_section}
     names = [*special, *_sections(10, 3)]
     quick = [name for name in names if name not in ("compiled", "autotune")]
     parser.add_argument("--out", required=True, help="folder for gpu_throughput.md and gpu_throughput.json")
