@@ -141,19 +141,21 @@ class CountFused:
 
 
 @pytest.mark.parametrize(
-    "attention_options, fused_steps",
+    "model_options, fused_steps",
     [
         ({}, 2),  # the LVT default: frame and tube steps, both fused
-        ({"association_order": "after"}, 0),  # not covered: the composed path, with the Eq. 3 kernel
+        ({"attention_options": {"groupings": ("tube", "frame"), "variant": "elu"}}, 2),  # time first, ELU + 1
+        ({"attention_options": {"association_order": "after"}}, 0),  # not covered: composed, with the Eq. 3 kernel
+        ({"class_token": True}, 0),  # prefix tokens: composed
     ],
 )
-def test_lvt_gives_the_same_outputs_and_gradients_with_torch_and_triton_backends(monkeypatch, attention_options, fused_steps):
+def test_lvt_gives_the_same_outputs_and_gradients_with_torch_and_triton_backends(monkeypatch, model_options, fused_steps):
     """The whole tiny LVT: logits and every parameter's gradient agree between the backends,
     and the triton backend takes the fused path exactly where the step's configuration is covered."""
     counter = CountFused(monkeypatch)
     torch.manual_seed(0)
     model = tubelet.create_model(
-        "lvt_tiny_p8_8x32", num_classes=5, depth=1, num_frames=2, img_size=16, attention_options=attention_options,
+        "lvt_tiny_p8_8x32", num_classes=5, depth=1, num_frames=2, img_size=16, **model_options,
     ).to(DEVICE)
     video = torch.randn(2, 3, 2, 16, 16, device=DEVICE)
     results = {}
