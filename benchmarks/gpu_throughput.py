@@ -13,6 +13,10 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
 - ``step``: LVT base's two attention steps whole (LayerNorm to residual), torch backend (composed)
   vs triton backend (the fused step kernel), forward and forward + backward at 16x224 batch 1 and 8
   and 96x448 batch 1, and the fused kernel alone against its byte floor;
+- ``sdpa``: softmax attention alone, each kernel of the switch (``tubelet.attention.sdpa``) at the
+  sequence lengths the models meet (8 and 16: temporal steps; 197: a 224 px frame with its class
+  token; 785: a 448 px frame), bf16, forward and forward + backward, with its relative error
+  against float64; then TimeSformer-B 8x224 at batch 32 with each kernel;
 - ``profile``: one LVT base 16x224 forward at batch 1 under ``torch.profiler`` with each backend:
   kernel launches, CPU and GPU time, the operators with GPU time called most often;
 - ``timesformer``: TimeSformer-B divided 8x224 inference at batch 1 and 32, tubelet vs transformers,
@@ -74,6 +78,9 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
     run = dict(device="cuda", dtype="bf16", reps=reps, warmup=warmup)
     table8 = dict(frames=(16, 32, 64, 96), sizes=(224, 448), **run)
     return {
+        "sdpa-models": ([Variant(f"sdpa {name}", BenchConfig(models=(TSF,), batches=(32,), sdpa_backend=name, **run))
+                         for name in ("auto", "flash", "cudnn", "efficient", "math")],
+                        [(f"sdpa {name}", "sdpa auto") for name in ("flash", "cudnn", "efficient", "math")]),
         "timesformer": ([Variant("tubelet", BenchConfig(models=(TSF,), batches=(1, 32), compare=True, **run)),
                          Variant("tubelet graph", BenchConfig(models=(TSF,), batches=(1, 32), cuda_graph=True, **run))],
                         [("tubelet", "transformers"), ("tubelet graph", "transformers"), ("tubelet graph", "tubelet")]),
@@ -279,6 +286,49 @@ def _step_section(reps: int, warmup: int) -> tuple[list[dict], str]:
     return rows, "\n".join(lines) + "\n"
 
 
+SDPA_SHAPES = {  # length -> [sequences, heads] of the model and batch that meets it
+    8: (6272, 12, "TimeSformer-B 8x224 batch 32, temporal"),
+    16: (3136, 12, "16x224 batch 16, temporal"),
+    197: (256, 12, "8x224 batch 32, spatial"),
+    785: (32, 12, "a 448 px frame, 32 frames"),
+}
+
+
+def _sdpa_section(reps: int, warmup: int) -> tuple[list[dict], str]:
+    from tubelet.attention import sdpa
+
+    lines = ["## sdpa", "", f"Softmax attention alone, `[N, heads, L, 64]` bf16, median of {reps} after {warmup} (CUDA events); "
+             "error: relative L2 against float64 on the first 64 sequences.", "",
+             "| length | shape, where | backend | forward ms | forward + backward ms | rel. error out | rel. error grads (max) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
+    for length, (sequences, heads, where) in SDPA_SHAPES.items():
+        g = torch.Generator(device=DEVICE).manual_seed(length)
+        q, k, v, grad = (torch.randn(sequences, heads, length, 64, device=DEVICE, generator=g).bfloat16() for _ in range(4))
+        q, k, v = (t.requires_grad_() for t in (q, k, v))
+        wide = [t.detach()[:64].double().requires_grad_() for t in (q, k, v)]
+        expected = (wide[0] @ wide[1].transpose(-2, -1) / 8.0).softmax(-1) @ wide[2]
+        expected_grads = torch.autograd.grad(expected, wide, grad[:64].double())
+        for name in sdpa.SDPA_BACKENDS:
+            try:
+                with sdpa.sdpa_backend(name):
+                    forward = statistics.median(time_repetitions(lambda: sdpa.attention(q.detach(), k.detach(), v.detach()), DEVICE, warmup=warmup, reps=reps))
+                    both = statistics.median(time_repetitions(lambda: torch.autograd.grad(sdpa.attention(q, k, v), (q, k, v), grad), DEVICE, warmup=warmup, reps=reps))
+                    out = sdpa.attention(q[:64], k[:64], v[:64])
+                    grads = torch.autograd.grad(out, (q, k, v), grad[:64])
+            except RuntimeError as failure:
+                lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {name} | - | - | - | {str(failure).splitlines()[0][:80]} |")
+                continue
+            row = dict(section="sdpa", length=length, backend=name, forward_ms=forward * 1e3, forward_backward_ms=both * 1e3,
+                       error_out=_relative(out, expected), error_grads=max(_relative(a[:64], b) for a, b in zip(grads, expected_grads)))
+            rows.append(row)
+            lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {name} | {row['forward_ms']:.3g} | "
+                         f"{row['forward_backward_ms']:.3g} | {row['error_out']:.1e} | {row['error_grads']:.1e} |")
+        del q, k, v, grad
+        torch.cuda.empty_cache()
+    return rows, "\n".join(lines) + "\n"
+
+
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
@@ -322,7 +372,7 @@ def _profile_section(reps: int, warmup: int) -> tuple[list[dict], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    special = {"kernels": _kernel_section, "step": _step_section, "profile": _profile_section}
+    special = {"kernels": _kernel_section, "step": _step_section, "sdpa": _sdpa_section, "profile": _profile_section}
     names = [*special, *_sections(10, 3)]
     quick = [name for name in names if name not in ("compiled", "autotune")]
     parser.add_argument("--out", required=True, help="folder for gpu_throughput.md and gpu_throughput.json")

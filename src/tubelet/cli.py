@@ -216,7 +216,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         models=tuple(args.models), frames=tuple(args.frames or ()), sizes=tuple(args.size or ()), batches=tuple(args.batch),
         mode=args.mode, device=args.device, dtype=args.dtype, reps=args.reps, warmup=args.warmup, compare=args.compare,
         compile=args.compile, cuda_graph=args.cuda_graph, overrides=parse_overrides(args.overrides),
-        linear_backend=args.linear_backend,
+        linear_backend=args.linear_backend, sdpa_backend=args.sdpa_backend,
     )
     result = run_bench(config, log=lambda line: print(line, file=sys.stderr, flush=True))
     command = command_line(config)
@@ -349,6 +349,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reps", type=_positive(int), default=10, help="timed steps per cell, the median is reported (default: 10)")
     bench.add_argument("--warmup", type=_positive(int), default=3, help="untimed steps first (default: 3)")
     bench.add_argument("--linear-backend", metavar="NAME", help="linear attention implementation: torch or triton")
+    bench.add_argument("--sdpa-backend", metavar="NAME", help="softmax attention kernel: auto, flash, cudnn, efficient or math")
     bench.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value", help="constructor arguments of every model")
     bench.add_argument("--out", metavar="DIR", help="write DIR/bench.md, DIR/bench.json and DIR/bench.png")
     bench.set_defaults(run=_cmd_bench)

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from tubelet.attention import sdpa
 from tubelet.bench import BenchConfig, command_line, markdown, run_bench
 from tubelet.bench import run as bench_run
 from tubelet.cli import _build_parser, main
@@ -88,11 +89,21 @@ def test_architecture_without_reference_and_disagreeing_outputs(monkeypatch):
 
 def test_command_line_reproduces_the_config():
     config = BenchConfig(models=(TINY, "lvt_tiny_p8_8x32"), frames=(8, 16), batches=(1, 4), compare=True, cuda_graph=True,
-                         compile="max-autotune", linear_backend="triton", overrides={"attention_options": {"variant": "elu"}})
+                         compile="max-autotune", linear_backend="triton", sdpa_backend="efficient",
+                         overrides={"attention_options": {"variant": "elu"}})
     args = _build_parser().parse_args(shlex.split(command_line(config))[1:])
-    assert (tuple(args.models), tuple(args.frames), tuple(args.batch), args.compile, args.cuda_graph, args.linear_backend) == (
-        config.models, config.frames, config.batches, "max-autotune", True, "triton")
+    assert (tuple(args.models), tuple(args.frames), tuple(args.batch), args.compile, args.cuda_graph, args.linear_backend,
+            args.sdpa_backend) == (config.models, config.frames, config.batches, "max-autotune", True, "triton", "efficient")
     assert bench_run.parse_overrides(args.overrides) == config.overrides
+
+
+def test_the_softmax_kernel_switch_is_applied_and_reported(monkeypatch):
+    seen = []
+    original = sdpa._sdpa
+    monkeypatch.setattr(sdpa, "_sdpa", lambda *args: seen.append(sdpa.get_sdpa_backend()) or original(*args))
+    result = run_bench(BenchConfig(models=(TINY,), frames=(2,), sizes=(16,), sdpa_backend="math", **FAST))
+    assert result["rows"][0]["status"] == "ok" and set(seen) == {"math"}
+    assert "softmax attention backend: math" in markdown(result, "cmd") and sdpa.get_sdpa_backend() == "auto"
 
 
 @pytest.mark.parametrize(
@@ -103,6 +114,7 @@ def test_command_line_reproduces_the_config():
         (["bench", TINY, "--set", "dept=1"], "dept"),
         (["bench", TINY, "--set", "depth=[1"], "--set 'depth=[1' is not YAML"),
         (["bench", TINY, "--linear-backend", "cuda-magic"], "unknown linear attention backend 'cuda-magic'"),
+        (["bench", TINY, "--sdpa-backend", "fast"], "unknown softmax attention backend 'fast'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):

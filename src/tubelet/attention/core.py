@@ -14,7 +14,7 @@ XViT's summary tokens); ``grid`` is the ``(t, h, w)`` grid of the remaining keys
 
 | core | where | computes |
 | --- | --- | --- |
-| ``SoftmaxCore`` | here | ``softmax(Q K^T / sqrt(d)) V`` through SDPA (every softmax scheme, XViT) |
+| ``SoftmaxCore`` | here | ``softmax(Q K^T / sqrt(d)) V`` through SDPA, ``sdpa.py`` (every softmax scheme, XViT) |
 | ``KernelAttention`` | ``linear/kernel.py`` | row-normalised linear attention, LVT Eq. 3 (+ cosFormer) |
 | ``LinformerAttention`` | ``linear/linformer.py`` | softmax over keys compressed along ``grid`` |
 | ``OrthoformerAttention`` | ``linear/orthoformer.py`` | softmax through orthogonal landmarks |
@@ -26,15 +26,15 @@ overlapping ``band`` grouping; ``supports_band`` says whether a core has it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from tubelet.attention.sdpa import attention
 from tubelet.layers.shape import VideoShape
 
 
 class SoftmaxCore(nn.Module):
-    """``softmax(Q K^T / sqrt(d) + bias) V`` via ``F.scaled_dot_product_attention``, with
-    attention dropout ``attn_drop`` in training.
+    """``softmax(Q K^T / sqrt(d) + bias) V`` via ``tubelet.attention.sdpa`` (SDPA, the kernel
+    chosen by its switch), with attention dropout ``attn_drop`` in training.
 
     ``mask`` (boolean, True = may attend) or ``bias`` (float, added to the scores), broadcastable
     to ``[N, heads, Lq, Lk]``, serve references in tests and additive position terms.
@@ -60,7 +60,7 @@ class SoftmaxCore(nn.Module):
         if mask is not None and bias is not None:
             raise ValueError("give SoftmaxCore a boolean mask or an additive bias, not both")
         drop = self.attn_drop if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask if bias is None else bias, dropout_p=drop)
+        return attention(q, k, v, mask if bias is None else bias, drop)
 
     def extra_repr(self) -> str:
         return f"attn_drop={self.attn_drop}"

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tubelet.attention.linear import functional
+from tubelet.attention.sdpa import get_sdpa_backend, sdpa_backend
 from tubelet.bench.reference import ReferenceUnavailable, build_reference
 from tubelet.bench.timing import PEAK_SIZES, capture_cuda_graph, matmul_peak, time_repetitions
 from tubelet.models.registry import create_model, model_arguments
@@ -52,7 +53,8 @@ class BenchConfig:
     ``compile`` is a ``torch.compile`` mode (``"default"``, ``"max-autotune"``, ...) or None;
     ``cuda_graph`` captures an inference step in a CUDA graph and times its replays;
     ``overrides`` are constructor arguments of every model; ``linear_backend`` picks the
-    implementation of linear attention (``tubelet.attention.linear.functional``)."""
+    implementation of linear attention (``tubelet.attention.linear.functional``) and
+    ``sdpa_backend`` the kernel of softmax attention (``tubelet.attention.sdpa``)."""
 
     models: tuple[str, ...]
     frames: tuple[int, ...] = ()
@@ -68,6 +70,7 @@ class BenchConfig:
     cuda_graph: bool = False
     overrides: dict = field(default_factory=dict)
     linear_backend: str | None = None
+    sdpa_backend: str | None = None
 
 
 @dataclass
@@ -151,7 +154,8 @@ def _environment(config: BenchConfig, device: torch.device, dtype: str, peak: fl
         name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     return dict(
         device=name, torch=torch.__version__, dtype=dtype, mode=config.mode, compile=config.compile, cuda_graph=config.cuda_graph,
-        linear_backend=config.linear_backend or functional.get_backend(), reps=config.reps, warmup=config.warmup,
+        linear_backend=config.linear_backend or functional.get_backend(),
+        sdpa_backend=config.sdpa_backend or get_sdpa_backend(), reps=config.reps, warmup=config.warmup,
         timer="CUDA events" if device.type == "cuda" else "perf_counter",
         matmul_peak_flops=peak, matmul_peak_dtype="bf16" if device.type == "cuda" else "fp32",
         matmul_peak_size=PEAK_SIZES[device.type],
@@ -266,7 +270,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda line: Non
         raise ValueError("--cuda-graph captures inference steps on a CUDA device only")
     peak = matmul_peak(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = []
-    with linear_backend(config.linear_backend):
+    with linear_backend(config.linear_backend), sdpa_backend(config.sdpa_backend):
         for name in config.models:
             for frames, size, args in _cells(name, config):
                 rows += _bench_model(name, frames, size, args, config, device, dtype, peak, log)

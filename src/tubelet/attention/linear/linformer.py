@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tubelet.attention.sdpa import attention
+
 Grid = tuple[int, int, int]
 
 
@@ -62,7 +64,7 @@ class LinformerAttention(nn.Module):
         key_proj, value_proj = self.projections(grid)  # [k, S] each
         keys = torch.cat([k[..., :prefix, :], key_proj.to(k.dtype) @ k[..., prefix:, :]], dim=-2)  # [B, heads, P + k, d]
         values = torch.cat([v[..., :prefix, :], value_proj.to(v.dtype) @ v[..., prefix:, :]], dim=-2)
-        return F.scaled_dot_product_attention(q, keys, values)
+        return attention(q, keys, values)
 
     def extra_repr(self) -> str:
         return f"proj_len={self.key_proj.shape[0]}, reference_group={tuple(self.key_proj.shape[1:])}"

@@ -1,0 +1,101 @@
+"""Softmax attention through ``F.scaled_dot_product_attention``, with the kernel chosen by one
+process-wide switch (issue 12's fast paths), and the sequence batch cut into chunks that CUDA can
+launch.
+
+    attention(q [N, heads, Lq, d], k [N, heads, Lk, d], v [N, heads, Lk, e], mask, dropout_p)
+        -> [N, heads, Lq, e]
+
+``set_sdpa_backend(name)`` (or the ``sdpa_backend(name)`` context) picks the kernel:
+
+| name | kernel | when it applies |
+| --- | --- | --- |
+| ``auto`` (default) | PyTorch's own choice, per call | always |
+| ``flash`` | FlashAttention-2 | CUDA, fp16/bf16, no mask; also the CPU flash kernel |
+| ``cudnn`` | cuDNN's fused attention | CUDA (Hopper: its flash kernel) |
+| ``efficient`` | memory-efficient attention (xFormers) | CUDA, any dtype, masks |
+| ``math`` | the unfused reference (``softmax(QK^T/sqrt(d))V`` as matmuls) | always |
+
+A named kernel that cannot run a call is an error from PyTorch naming why, never a silent
+fallback. Every setting computes the same function: tests hold each to a float64 reference at
+sequence lengths 8, 16, 197 and 785 (the temporal steps of 8 and 16 frames, a frame of 14 x 14
+patches with its class token, a 28 x 28 frame), forward and backward, within a bf16 tolerance on
+the GPU (``tests/gpu/test_sdpa_backends.py``) and float32/float64 on the CPU.
+
+Chunks: the CUDA kernels put the sequence batch ``N`` on a grid axis that holds at most 65,535
+blocks (pytorch/pytorch#142228: "invalid configuration argument"). Temporal attention has one
+sequence per patch position and clip, ``N = B * H * W`` (784 per clip at 448 px), so a large
+batch reaches it; such calls are cut along ``N`` into chunks below the limit, which changes
+nothing in the result (sequences are independent).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SDPA_BACKENDS = {
+    "auto": None,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+MAX_GRID_SEQUENCES = 65535  # CUDA's limit on a grid's y and z extents
+
+_active = "auto"
+
+
+def set_sdpa_backend(name: str) -> None:
+    """Choose the kernel behind every softmax attention (process-wide)."""
+    global _active
+    if name not in SDPA_BACKENDS:
+        raise ValueError(f"unknown softmax attention backend {name!r}; expected one of {', '.join(SDPA_BACKENDS)}")
+    _active = name
+
+
+def get_sdpa_backend() -> str:
+    return _active
+
+
+@contextmanager
+def sdpa_backend(name: str | None) -> Iterator[None]:
+    """Run with ``set_sdpa_backend(name)`` (None: leave it), then restore the previous setting."""
+    previous = _active
+    set_sdpa_backend(name or previous)
+    try:
+        yield
+    finally:
+        set_sdpa_backend(previous)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
+    backend = SDPA_BACKENDS[_active]
+    if backend is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    with sdpa_kernel(backend):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """``softmax(Q K^T / sqrt(d) + mask) V``: ``[N, heads, Lq, d], [N, heads, Lk, d], [N, heads, Lk, e]
+    -> [N, heads, Lq, e]``; ``mask`` boolean (True: may attend) or additive, broadcastable to
+    ``[N, heads, Lq, Lk]``."""
+    sequences = q.shape[0]
+    if q.dim() != 4 or sequences <= MAX_GRID_SEQUENCES:
+        return _sdpa(q, k, v, mask, dropout_p)
+
+    def rows(x: torch.Tensor | None, start: int) -> torch.Tensor | None:
+        if x is None or x.dim() < 4 or x.shape[0] == 1:
+            return x  # broadcast along N
+        return x[start : start + MAX_GRID_SEQUENCES]
+
+    return torch.cat([
+        _sdpa(q[start : start + MAX_GRID_SEQUENCES], rows(k, start), rows(v, start), rows(mask, start), dropout_p)
+        for start in range(0, sequences, MAX_GRID_SEQUENCES)
+    ])

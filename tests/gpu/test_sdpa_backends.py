@@ -1,0 +1,56 @@
+"""Every softmax attention kernel of the switch (``tubelet.attention.sdpa``) on CUDA, bf16, against
+a float64 reference at sequence lengths 8, 16, 197 and 785, forward and backward, and a sequence
+batch above CUDA's grid limit (cut into chunks). Skipped without CUDA.
+
+    python -m pytest -m gpu tests/gpu/test_sdpa_backends.py -q -rs
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tubelet.attention import sdpa
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+# Stated tolerance of every setting: relative L2 error against float64 of at most 1% (bf16 inputs
+# and outputs carry 0.4% rounding each), outputs and every gradient.
+TOLERANCE = 1e-2
+SHAPES = {8: (784, 12), 16: (392, 12), 197: (16, 12), 785: (4, 12)}  # length -> (sequences, heads)
+
+
+def relative_error(got, want):
+    return ((got.double() - want).norm() / want.norm()).item()
+
+
+@pytest.mark.parametrize("backend", ["auto", "flash", "cudnn", "efficient", "math"])
+@pytest.mark.parametrize("length", sorted(SHAPES))
+def test_each_kernel_equals_the_reference(backend, length):
+    sequences, heads = SHAPES[length]
+    g = torch.Generator(device="cuda").manual_seed(length)
+    q, k, v, grad = (torch.randn(sequences, heads, length, 64, device="cuda", generator=g).bfloat16() for _ in range(4))
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    with sdpa.sdpa_backend(backend):
+        out = sdpa.attention(q, k, v)
+        grads = torch.autograd.grad(out, (q, k, v), grad)
+    wide = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    expected = (wide[0] @ wide[1].transpose(-2, -1) / math.sqrt(64)).softmax(-1) @ wide[2]
+    expected_grads = torch.autograd.grad(expected, wide, grad.double())
+    assert relative_error(out, expected) < TOLERANCE
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < TOLERANCE
+
+
+@pytest.mark.parametrize("backend", ["auto", "flash", "efficient"])
+def test_a_sequence_batch_above_the_grid_limit_runs_and_is_exact(backend):
+    sequences = sdpa.MAX_GRID_SEQUENCES + 4465  # 70,000 temporal sequences of 8 frames
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(sequences, 2, 8, 64, device="cuda", generator=g).bfloat16() for _ in range(3))
+    with sdpa.sdpa_backend(backend), torch.inference_mode():
+        out = sdpa.attention(q, k, v)
+        halves = torch.cat([sdpa._sdpa(q[:35000], k[:35000], v[:35000], None, 0.0),
+                            sdpa._sdpa(q[35000:], k[35000:], v[35000:], None, 0.0)])
+    torch.testing.assert_close(out, halves, rtol=0, atol=0)
