@@ -70,7 +70,7 @@ def pool_tokens(
     grid = x[:, prefix:].reshape(batch, *shape, channels).permute(0, 4, 1, 2, 3)  # [B, C, T, H, W], channels last in memory
     pooled = pool_grid(grid, mode, kernel, stride, weight)
     new_shape = VideoShape(*pooled.shape[2:])
-    tokens = pooled.permute(0, 2, 3, 4, 1).reshape(batch, new_shape.num_patches, channels)  # [B, T'*H'*W', C]
+    tokens = pooled.flatten(2).transpose(1, 2)  # [B, T'*H'*W', C], a view: the concatenation is the one copy
     return torch.cat([x[:, :prefix], tokens], dim=1), new_shape
 
 
