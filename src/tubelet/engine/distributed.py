@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from tubelet.engine.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -47,19 +49,6 @@ class DistContext:
 def launched_by_torchrun() -> bool:
     """True when a launcher (torchrun, torch.distributed.run) describes a process group in the environment."""
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``"auto"``: the process's GPU when CUDA is available, else the CPU."""
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device is {device!r} but CUDA is not available (use 'cpu' or 'auto')")
-        if resolved.index is None:
-            resolved = torch.device(f"cuda:{local_rank}")
-    return resolved
 
 
 def init_distributed(device: str) -> DistContext:

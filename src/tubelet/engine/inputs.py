@@ -1,12 +1,16 @@
-"""From a ``DataConfig`` to the data pipeline's datasets and loaders, for training and testing."""
+"""From a ``DataConfig`` to the data pipeline's datasets and loaders: the one place where ``fit``
+(training and validation), ``tubelet eval`` and ``tubelet predict`` get them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from tubelet.data.datasets import VideoDataset
 from tubelet.data.lists import VideoList, read_any, read_class_names
+from tubelet.data.loader import build_eval_loader, build_train_loader
 from tubelet.data.sampling import ClipSampler, DenseSampler, UniformSampler
 from tubelet.data.transforms import EvalTransform, TrainTransform, mirror_label_map
 from tubelet.engine.config import DataConfig
@@ -63,3 +67,20 @@ def eval_dataset(data: DataConfig, videos: VideoList, *, views: tuple[int, int],
     transform = eval_transform(data, resize_to=resize_to, crops=views[1])
     return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
                         mode="eval", views=views)
+
+
+def train_loader(data: DataConfig, videos: VideoList, *, seed: int, batch_size: int, rank: int = 0,
+                 world_size: int = 1) -> torch.utils.data.DataLoader:
+    """This rank's shuffled, seeded batches of ``train_dataset`` (``data.num_workers`` workers)."""
+    return build_train_loader(train_dataset(data, videos, seed=seed), batch_size=batch_size,
+                              num_workers=data.num_workers, seed=seed, rank=rank, world_size=world_size)
+
+
+def eval_loader(data: DataConfig, videos: VideoList, *, views: tuple[int, int], resize_to: int | None,
+                batch_size: int, num_workers: int | None = None, rank: int = 0,
+                world_size: int = 1) -> torch.utils.data.DataLoader:
+    """This rank's share of ``eval_dataset``, in order, ``batch_size`` videos a batch, with
+    ``num_workers`` workers (None: ``data.num_workers``; never more than there are videos)."""
+    workers = data.num_workers if num_workers is None else num_workers
+    return build_eval_loader(eval_dataset(data, videos, views=views, resize_to=resize_to), batch_size=batch_size,
+                             num_workers=min(workers, len(videos)), rank=rank, world_size=world_size)

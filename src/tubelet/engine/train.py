@@ -1,4 +1,5 @@
-"""Training: ``fit`` runs a recipe end to end; ``train_one_epoch`` is one pass over the data.
+"""Training: ``fit`` runs a recipe end to end, as ``setup_run`` (build or restore everything the run
+needs) then ``train_loop`` (train, validate, checkpoint); ``train_one_epoch`` is one pass over the data.
 
 One optimiser step sees ``train.batch_size`` clips: ``accum_steps`` micro-batches on each of the
 ``world_size`` processes, so a recipe means the same optimisation on any number of GPUs. The
@@ -28,7 +29,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -39,14 +40,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tubelet.convert.imagenet import init_from_image, is_image_checkpoint
 from tubelet.data.datasets import derive_seed
 from tubelet.data.failures import FailureTracker
-from tubelet.data.loader import build_eval_loader, build_train_loader
 from tubelet.data.mixup import MixupCutmix
 from tubelet.engine import checkpoint as ckpt
 from tubelet.engine.config import Config, config_to_dict, load_config, save_config
+from tubelet.engine.device import autocast, autocast_dtype
 from tubelet.engine.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from tubelet.engine.ema import ModelEma
 from tubelet.engine.evaluate import evaluate
-from tubelet.engine.inputs import eval_dataset, read_split, train_dataset, train_split
+from tubelet.engine.inputs import eval_loader, read_split, train_loader, train_split
 from tubelet.engine.optim import build_optimizer
 from tubelet.engine.plots import plot_confusion, plot_curves
 from tubelet.engine.progress import ProgressBar, format_duration
@@ -56,17 +57,6 @@ from tubelet.engine.schedule import build_scheduler
 from tubelet.models.serialization import model_record
 
 PLOTS = "plots"
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``train.precision`` (None: full fp32). "auto" is bf16 on GPU, fp32 on CPU."""
-    choices = {"auto": torch.bfloat16 if device.type == "cuda" else None, "bf16": torch.bfloat16,
-               "fp16": torch.float16, "fp32": None}
-    if precision not in choices:
-        raise ValueError(f"train.precision must be one of {', '.join(choices)}, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on the CPU")
-    return choices[precision]
 
 
 def classification_loss(logits: torch.Tensor, target: torch.Tensor, *, multi_label: bool,
@@ -122,7 +112,7 @@ def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.de
         last = i == len(micro_batches) - 1
         no_sync = state.model.no_sync() if isinstance(state.model, DistributedDataParallel) and not last else nullcontext()
         with no_sync:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 logits = state.model(video)
             loss = loss_fn(logits.float(), target) / len(micro_batches)
             state.scaler.scale(loss).backward()
@@ -185,23 +175,17 @@ def _micro_batch(config: Config, world_size: int) -> int:
     return config.train.batch_size // per_step
 
 
-def _checkpoint_state(state: TrainState, config: Config) -> dict:
-    return {
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "scaler": state.scaler.state_dict(),
-    }
-
-
-def _save(run_dir: Path, state: TrainState, config: Config, dist: DistContext) -> Path | None:
+def _save(run: Run) -> Path | None:
     """A checkpoint of the current step (every rank calls it; rank 0 writes)."""
-    payload = _checkpoint_state(state, config)
-    if not dist.is_main:
+    state = run.state
+    payload = {"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+               "scaler": state.scaler.state_dict()}
+    if not run.dist.is_main:
         return None
     return ckpt.save_checkpoint(
-        run_dir, model=state.module, model_config=model_record(state.module, state.module.class_names),
+        run.run_dir, model=state.module, model_config=model_record(state.module, state.module.class_names),
         state=payload, progress=state.progress, ema=state.ema.module if state.ema else None,
-        recipe=yaml.safe_dump(config_to_dict(config), sort_keys=False), keep_last=config.train.keep_last,
+        recipe=yaml.safe_dump(config_to_dict(run.config), sort_keys=False), keep_last=run.config.train.keep_last,
     )
 
 
@@ -216,24 +200,25 @@ def _restore(state: TrainState, checkpoint: Path) -> None:
     state.progress = saved["progress"]
 
 
+def _say(dist: DistContext, stream: TextIO, message: str) -> None:
+    if dist.is_main:
+        print(message, file=stream)
+
+
 def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, allow_changes: bool, dist: DistContext,
-                     stream) -> Path | None:
+                     stream: TextIO) -> Path | None:
     """The checkpoint to resume from (None: from the start). Without ``resume`` a folder that holds
     checkpoints is refused; with it, ``config`` is checked against the run's own config.yaml."""
-    def say(message: str) -> None:
-        if dist.is_main:
-            print(message, file=stream)
-
     latest = None
     if resume:
         for note in check_resume_changes(read_run_config(run_dir), config, run_dir, allow_changes=allow_changes):
-            say(note)
+            _say(dist, stream, note)
         latest, notes = resume_checkpoint(run_dir)
         for note in notes:
-            say(note)
+            _say(dist, stream, note)
         if latest is None:
-            say(f"{run_dir} has no checkpoint yet (stopped before its first save): training from the start "
-                f"with its {RUN_CONFIG}")
+            _say(dist, stream, f"{run_dir} has no checkpoint yet (stopped before its first save): training from "
+                               f"the start with its {RUN_CONFIG}")
     elif ckpt.latest_checkpoint(run_dir) is not None:
         raise ValueError(f"{run_dir} already holds checkpoints (latest {ckpt.latest_checkpoint(run_dir).name}); "
                          f"pass --resume to continue it or choose another --out")
@@ -244,24 +229,89 @@ def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, allow_changes:
     return latest
 
 
-def fit(config: Config, run_dir: str | Path, *, resume: bool = False, allow_changes: bool = False,
-        stream=None) -> dict:
-    """Train ``config`` into ``run_dir``: checkpoints, metrics.jsonl, TensorBoard events, plots.
+def _training_model(config: Config, num_classes: int, class_names: list[str], dist: DistContext,
+                    stream: TextIO) -> tuple[nn.Module, nn.Module]:
+    """The model on its device, initialised as ``train.init`` says, and what runs it (DDP, compiled)."""
+    train_cfg = config.train
+    torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
+    model = build_model(config, num_classes, class_names)
+    if train_cfg.init:
+        if is_image_checkpoint(train_cfg.init):  # an image ViT: tubelet.convert.imagenet's rules
+            notes = init_from_image(model, train_cfg.init).lines()
+        else:
+            notes = ckpt.load_weights(model, ckpt.resolve_checkpoint(train_cfg.init) / ckpt.WEIGHTS,
+                                      new_head=train_cfg.new_head)
+        for note in notes:
+            _say(dist, stream, note)
+    if train_cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.to(dist.device)
+    running: nn.Module = model
+    if dist.distributed:
+        running = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        _say(dist, stream, f"DDP over {dist.world_size} process(es), {torch.distributed.get_backend()} backend, "
+                           f"{dist.device.type}")
+    if train_cfg.compile:
+        running = torch.compile(running)
+    return model, running
 
-    With ``resume``, continue from the run's newest loadable checkpoint; ``config`` must then be the
-    run's own (``read_run_config``) except for keys that do not change what is trained, unless
-    ``allow_changes``. ``data.mean`` / ``data.std`` left unset take the normalisation recorded with
-    ``train.init``'s weights (``tubelet.engine.checkpoint.adopt_init_normalisation``; a differing
-    explicit one is warned about). Returns the last validation metrics (empty without ``data.val``). Under
-    ``torchrun`` every process calls this; rank 0 writes.
-    """
+
+@dataclass
+class Run:
+    """Everything ``train_loop`` needs, built by ``setup_run``: the state a checkpoint restores, the
+    loaders, the plan of steps, the metrics log (None off rank 0 and for a finished run) and the
+    checkpoint the run resumed from (None: from the start)."""
+
+    config: Config
+    run_dir: Path
+    dist: DistContext
+    state: TrainState
+    loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader | None
+    class_names: tuple[str, ...]
+    multi_label: bool
+    mixup: MixupCutmix | None
+    amp_dtype: torch.dtype | None
+    micro_batch: int  # clips a process runs at a time
+    steps_per_epoch: int
+    total_steps: int
+    resumed_from: Path | None
+    log: RunLog | None
+    stream: TextIO
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    @property
+    def finished(self) -> bool:
+        return self.state.progress.global_step >= self.total_steps
+
+    @property
+    def resumed_finished(self) -> bool:
+        """Resumed from a checkpoint of the last step: there is nothing to train."""
+        return self.resumed_from is not None and self.finished
+
+    def say(self, message: str) -> None:
+        """Print on rank 0."""
+        _say(self.dist, self.stream, message)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return classification_loss(logits, target, multi_label=self.multi_label,
+                                   label_smoothing=self.config.train.label_smoothing)
+
+
+def setup_run(config: Config, run_dir: str | Path, *, resume: bool = False, allow_changes: bool = False,
+              stream: TextIO | None = None) -> Run:
+    """Build what training ``config`` into ``run_dir`` needs: the process group, the model, its
+    optimiser, schedule, grad scaler and EMA, the loaders and the log. With ``resume``, restore
+    them from the run's newest loadable checkpoint and say where the run resumes from."""
     stream = stream or sys.stderr
     run_dir = Path(run_dir)
     dist = init_distributed(config.train.device)
     config, notes = ckpt.adopt_init_normalisation(config)
     for note in notes:
-        if dist.is_main:
-            print(note, file=stream)
+        _say(dist, stream, note)
     train_cfg = config.train
     if train_cfg.keep_last < 1:
         raise ValueError(f"train.keep_last must be >= 1, got {train_cfg.keep_last}")
@@ -271,141 +321,149 @@ def fit(config: Config, run_dir: str | Path, *, resume: bool = False, allow_chan
 
     videos = train_split(config.data)
     val_videos = read_split(config.data.val, videos.class_names, "data.val") if config.data.val else None
-    torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
-    model = build_model(config, videos.num_classes, list(videos.class_names))
-    if train_cfg.init:
-        if is_image_checkpoint(train_cfg.init):  # an image ViT: tubelet.convert.imagenet's rules
-            notes = init_from_image(model, train_cfg.init).lines()
-        else:
-            notes = ckpt.load_weights(model, ckpt.resolve_checkpoint(train_cfg.init) / ckpt.WEIGHTS, new_head=train_cfg.new_head)
-        for note in notes:
-            if dist.is_main:
-                print(note, file=stream)
-    if train_cfg.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    model.to(dist.device)
+    model, running = _training_model(config, videos.num_classes, list(videos.class_names), dist, stream)
     ema = ModelEma(model, train_cfg.ema_decay) if train_cfg.ema_decay is not None else None
-    running: nn.Module = model
-    if dist.distributed:
-        running = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-        if dist.is_main:
-            print(f"DDP over {dist.world_size} process(es), {torch.distributed.get_backend()} backend, "
-                  f"{dist.device.type}", file=stream)
-    if train_cfg.compile:
-        running = torch.compile(running)
+    loader = train_loader(config.data, videos, seed=train_cfg.seed, batch_size=micro_batch, rank=dist.rank,
+                          world_size=dist.world_size)
+    val_loader = None
+    if val_videos is not None:
+        val_loader = eval_loader(config.data, val_videos, views=config.eval.views, resize_to=config.eval.resize_to,
+                                 batch_size=config.eval.batch_size, rank=dist.rank, world_size=dist.world_size)
 
-    loader = build_train_loader(train_dataset(config.data, videos, seed=train_cfg.seed), batch_size=micro_batch,
-                                num_workers=config.data.num_workers, seed=train_cfg.seed, rank=dist.rank,
-                                world_size=dist.world_size)
     steps_per_epoch = len(loader) // train_cfg.accum_steps
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size={train_cfg.batch_size} is larger than the {len(videos)} training videos")
     total_steps = train_cfg.epochs * steps_per_epoch
     if train_cfg.max_steps is not None:
         total_steps = min(total_steps, train_cfg.max_steps)
-    epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, total_steps=total_steps,
                                 warmup_steps=min(total_steps, round(train_cfg.warmup_epochs * steps_per_epoch)),
                                 min_factor=train_cfg.min_lr / train_cfg.lr)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
     state = TrainState(running, model, optimizer, scheduler, scaler, ema, ckpt.Progress())
-    if resume_from is not None:
-        _restore(state, resume_from)
-        done = state.progress.global_step
-        if done >= total_steps:
-            if dist.is_main:
-                print(f"{run_dir} is finished ({resume_from.name}: step {done} of {total_steps}, {epochs} epochs); "
-                      f"nothing to resume (to train longer: train.epochs=N --allow-changes)", file=stream)
-            return next((r for r in reversed(read_metrics(run_dir)) if r["kind"] == "val"), {})
-        if dist.is_main:
-            print(f"resuming from {resume_from}: step {done} of {total_steps}, epoch {state.progress.epoch + 1} "
-                  f"of {epochs} at step {state.progress.step_in_epoch} of {steps_per_epoch}", file=stream)
-
     mixup = None
     if config.data.mixup_alpha > 0 or config.data.cutmix_alpha > 0:
         mixup = MixupCutmix(videos.num_classes, mixup_alpha=config.data.mixup_alpha,
                             cutmix_alpha=config.data.cutmix_alpha, prob=config.data.mixup_prob,
                             label_smoothing=train_cfg.label_smoothing)
-    multi_label = videos.multi_label
+    run = Run(config, run_dir, dist, state, loader, val_loader, videos.class_names, videos.multi_label, mixup,
+              amp_dtype, micro_batch, steps_per_epoch, total_steps, resume_from, log=None, stream=stream)
+    if resume_from is not None:
+        _restore(state, resume_from)
+        progress = state.progress
+        if run.finished:
+            run.say(f"{run_dir} is finished ({resume_from.name}: step {progress.global_step} of {total_steps}, "
+                    f"{run.epochs} epochs); nothing to resume (to train longer: train.epochs=N --allow-changes)")
+        else:
+            run.say(f"resuming from {resume_from}: step {progress.global_step} of {total_steps}, epoch "
+                    f"{progress.epoch + 1} of {run.epochs} at step {progress.step_in_epoch} of {steps_per_epoch}")
+    if dist.is_main and not run.resumed_finished:  # a finished run's log is left as it is
+        run.log = RunLog(run_dir, resume_step=state.progress.global_step if resume_from else None)
+    return run
 
-    def loss_fn(logits, target):
-        return classification_loss(logits, target, multi_label=multi_label,
-                                   label_smoothing=train_cfg.label_smoothing)
 
-    val_loader = None
-    if val_videos is not None:
-        val_loader = build_eval_loader(
-            eval_dataset(config.data, val_videos, views=config.eval.views, resize_to=config.eval.resize_to),
-            batch_size=config.eval.batch_size, num_workers=config.data.num_workers, rank=dist.rank,
-            world_size=dist.world_size)
-    log = RunLog(run_dir, resume_step=state.progress.global_step if resume_from else None) if dist.is_main else None
-    failures = FailureTracker(config.data.max_decode_failures)
-    best = ckpt.best_record(run_dir)
+def _train_epoch(run: Run, failures: FailureTracker, began: float) -> None:
+    """The rest of the current epoch's steps, logging the mean loss every ``train.log_every`` steps
+    and at the epoch's end, and checkpointing every ``train.save_every_steps`` within it."""
+    state, cfg, dist = run.state, run.config.train, run.dist
+    epoch = state.progress.epoch
+    run.loader.sampler.set_epoch(epoch, start=state.progress.step_in_epoch * cfg.accum_steps * run.micro_batch)
+    epoch_steps = min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch)
+    bar = ProgressBar(epoch_steps, desc=f"epoch {epoch + 1}/{run.epochs}", start=state.progress.step_in_epoch,
+                      stream=run.stream, enabled=dist.is_main and cfg.progress)
+    window: list[float] = []
+    for stats in train_one_epoch(state, run.loader, steps=epoch_steps, accum_steps=cfg.accum_steps, device=dist.device,
+                                 amp_dtype=run.amp_dtype, clip_grad=cfg.clip_grad, loss_fn=run.loss, mixup=run.mixup,
+                                 seed=cfg.seed, rank=dist.rank, failures=failures):
+        if not math.isfinite(stats["loss"]):
+            raise FloatingPointError(f"the loss is {stats['loss']} at step {state.progress.global_step}; lower "
+                                     f"train.lr or set train.clip_grad, and resume from the last checkpoint")
+        window.append(stats["loss"])
+        bar.update(stats["clips"] * dist.world_size, loss=stats["loss"], lr=stats["lr"])
+        step = state.progress.global_step
+        if step % cfg.log_every == 0 or state.progress.step_in_epoch == epoch_steps:
+            mean_loss = dist.mean([sum(window) / len(window)])[0]
+            window.clear()
+            if run.log is not None:
+                run.log.write("train", epoch=epoch, step=step, loss=mean_loss, lr=stats["lr"],
+                              grad_norm=stats["grad_norm"], elapsed=time.perf_counter() - began)
+        if cfg.save_every_steps and step % cfg.save_every_steps == 0 and state.progress.step_in_epoch < epoch_steps:
+            _save(run)
+    bar.close()
+    if state.progress.step_in_epoch == run.steps_per_epoch:
+        state.progress.epoch += 1
+        state.progress.step_in_epoch = 0
+
+
+def _report_validation(run: Run, epoch: int, result, saved: Path, best_value: float, began: float,
+                       first_step: int) -> float:
+    """Rank 0: log and print ``result``, mark ``saved`` best if it is, plot the confusion matrix;
+    returns the best value so far."""
+    metrics, progress = result.metrics, run.state.progress
+    run.log.write("val", epoch=epoch, step=progress.global_step,
+                  **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+    summary = " ".join(f"{k} {metrics[k]:.2f}" for k in ("top1", "top5", "map", "loss") if k in metrics)
+    elapsed = time.perf_counter() - began
+    left = elapsed / (progress.global_step - first_step) * (run.total_steps - progress.global_step)
+    run.say(f"epoch {epoch + 1}/{run.epochs} validation: {summary} ({format_duration(elapsed)} elapsed, "
+            f"about {format_duration(left)} left)")
+    key = "map" if run.multi_label else "top1"
+    if metrics[key] > best_value:
+        best_value = metrics[key]
+        ckpt.mark_best(saved, key, best_value)
+    if not run.multi_label:
+        views = run.config.eval.views
+        title = (f"validation ({Path(run.config.data.val).name}) after epoch {epoch + 1}\n"
+                 f"{views[0]}x{views[1]} views per video, top-1 {metrics['top1']:.1f}%")
+        plot_confusion(result.confusion, run.class_names, run.run_dir / PLOTS / "confusion.png", title=title)
+    return best_value
+
+
+def train_loop(run: Run) -> dict:
+    """Train ``run`` from where its progress stands to its last step. Each epoch ends with validation
+    (every ``eval.every`` epochs and after the last), a checkpoint and the plots. Returns the last
+    validation metrics (empty when none ran)."""
+    state = run.state
+    best = ckpt.best_record(run.run_dir)
     best_value = best["value"] if best else -math.inf
+    failures = FailureTracker(run.config.data.max_decode_failures)
     metrics: dict = {}
     began, first_step = time.perf_counter(), state.progress.global_step
-    window: list[float] = []
-    while state.progress.global_step < total_steps:
+    while not run.finished:
         epoch = state.progress.epoch
-        loader.sampler.set_epoch(epoch, start=state.progress.step_in_epoch * train_cfg.accum_steps * micro_batch)
-        epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
-        bar = ProgressBar(epoch_steps, desc=f"epoch {epoch + 1}/{epochs}", start=state.progress.step_in_epoch,
-                          stream=stream, enabled=dist.is_main and train_cfg.progress)
-        for stats in train_one_epoch(state, loader, steps=epoch_steps, accum_steps=train_cfg.accum_steps,
-                                     device=dist.device, amp_dtype=amp_dtype, clip_grad=train_cfg.clip_grad,
-                                     loss_fn=loss_fn, mixup=mixup, seed=train_cfg.seed, rank=dist.rank,
-                                     failures=failures):
-            if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(f"the loss is {stats['loss']} at step {state.progress.global_step}; lower "
-                                         f"train.lr or set train.clip_grad, and resume from the last checkpoint")
-            window.append(stats["loss"])
-            bar.update(stats["clips"] * dist.world_size, loss=stats["loss"], lr=stats["lr"])
-            step = state.progress.global_step
-            if step % train_cfg.log_every == 0 or state.progress.step_in_epoch == epoch_steps:
-                mean_loss = dist.mean([sum(window) / len(window)])[0]
-                window.clear()
-                if log is not None:
-                    log.write("train", epoch=epoch, step=step, loss=mean_loss, lr=stats["lr"],
-                              grad_norm=stats["grad_norm"], elapsed=time.perf_counter() - began)
-            if (train_cfg.save_every_steps and step % train_cfg.save_every_steps == 0
-                    and state.progress.step_in_epoch < epoch_steps):
-                _save(run_dir, state, config, dist)
-        bar.close()
-        if state.progress.step_in_epoch == steps_per_epoch:
-            state.progress.epoch += 1
-            state.progress.step_in_epoch = 0
-        finished = state.progress.global_step >= total_steps
-        validate = val_loader is not None and ((epoch + 1) % config.eval.every == 0 or finished)
+        _train_epoch(run, failures, began)
+        validate = run.val_loader is not None and ((epoch + 1) % run.config.eval.every == 0 or run.finished)
         if validate:
-            result = evaluate(ema.module if ema else model, val_loader, device=dist.device, amp_dtype=amp_dtype,
-                              multi_label=multi_label)
+            result = evaluate(state.ema.module if state.ema else state.module, run.val_loader, device=run.dist.device,
+                              amp_dtype=run.amp_dtype, multi_label=run.multi_label)
             metrics = result.metrics
-        saved = _save(run_dir, state, config, dist)
-        if validate:
-            if dist.is_main:
-                log.write("val", epoch=epoch, step=state.progress.global_step,
-                          **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
-                key = "map" if multi_label else "top1"
-                summary = " ".join(f"{k} {metrics[k]:.2f}" for k in ("top1", "top5", "map", "loss") if k in metrics)
-                elapsed = time.perf_counter() - began
-                left = elapsed / (state.progress.global_step - first_step) * (total_steps - state.progress.global_step)
-                print(f"epoch {epoch + 1}/{epochs} validation: {summary} ({format_duration(elapsed)} elapsed, "
-                      f"about {format_duration(left)} left)", file=stream)
-                if metrics[key] > best_value:
-                    best_value = metrics[key]
-                    ckpt.mark_best(saved, key, best_value)
-                if not multi_label:
-                    views = config.eval.views
-                    title = (f"validation ({Path(config.data.val).name}) after epoch {epoch + 1}\n"
-                             f"{views[0]}x{views[1]} views per video, top-1 {metrics['top1']:.1f}%")
-                    plot_confusion(result.confusion, videos.class_names, run_dir / PLOTS / "confusion.png", title=title)
-        if dist.is_main:
-            plot_curves(read_metrics(run_dir), run_dir / PLOTS)
+        saved = _save(run)
+        if run.dist.is_main:
+            if validate:
+                best_value = _report_validation(run, epoch, result, saved, best_value, began, first_step)
+            plot_curves(read_metrics(run.run_dir), run.run_dir / PLOTS)
         barrier()
-    if log is not None:
-        log.close()
+    if run.log is not None:
+        run.log.close()
     return metrics
+
+
+def fit(config: Config, run_dir: str | Path, *, resume: bool = False, allow_changes: bool = False,
+        stream: TextIO | None = None) -> dict:
+    """Train ``config`` into ``run_dir``: checkpoints, metrics.jsonl, TensorBoard events, plots.
+
+    With ``resume``, continue from the run's newest loadable checkpoint; ``config`` must then be the
+    run's own (``read_run_config``) except for keys that do not change what is trained, unless
+    ``allow_changes``. ``data.mean`` / ``data.std`` left unset take the normalisation recorded with
+    ``train.init``'s weights (``tubelet.engine.checkpoint.adopt_init_normalisation``; a differing
+    explicit one is warned about). Returns the last validation metrics (empty without ``data.val``;
+    for a run that had finished, those it logged). Under ``torchrun`` every process calls this; rank 0 writes.
+    """
+    run = setup_run(config, run_dir, resume=resume, allow_changes=allow_changes, stream=stream)
+    if run.resumed_finished:
+        return next((r for r in reversed(read_metrics(run.run_dir)) if r["kind"] == "val"), {})
+    return train_loop(run)
 
 
 def train_from_recipe(recipe: str | None, overrides: list[str], run_dir: str | Path, *, resume: bool = False,
