@@ -101,3 +101,60 @@ def test_predict_on_an_unreadable_file_exits_2(trained, tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"{bad}: cannot decode: Invalid data found when processing input" in captured.out
     assert "1 of 1 videos could not be decoded" in captured.err and "evaluation" not in captured.err
+
+
+@pytest.fixture
+def classified_on(monkeypatch):
+    """(device, autocast dtype, the weights' device) of every batch that eval and predict classify, with CUDA hidden."""
+    import torch
+
+    from tubelet.engine import evaluate as evaluate_module
+    from tubelet.engine import predict as predict_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen, real = [], evaluate_module.classify_views
+
+    def spy(model, video, *, device, amp_dtype):
+        seen.append((device.type, amp_dtype, next(model.parameters()).device.type))
+        return real(model, video, device=device, amp_dtype=amp_dtype)
+
+    monkeypatch.setattr(evaluate_module, "classify_views", spy)
+    monkeypatch.setattr(predict_module, "classify_views", spy)
+    return seen
+
+
+def test_eval_and_predict_choose_the_device_and_precision(trained, classified_on, capsys):
+    import torch
+
+    data, run, _ = trained
+    video = str(sorted((data / "videos").rglob("*.mp4"))[0])
+    assert main(["eval", str(run), "--data", str(data / "val.csv")]) == 0  # auto without CUDA: the CPU in fp32
+    assert main(["predict", video, "--checkpoint", str(run)]) == 0
+    assert main(["predict", video, "--checkpoint", str(run), "--window", "0.3"]) == 0
+    assert classified_on and set(classified_on) == {("cpu", None, "cpu")}
+    classified_on.clear()
+    assert main(["eval", str(run), "--data", str(data / "val.csv"), "--device", "cpu", "--precision", "bf16"]) == 0
+    assert main(["predict", video, "--checkpoint", str(run), "--device", "cpu", "--precision", "bf16", "--json"]) == 0
+    assert classified_on and set(classified_on) == {("cpu", torch.bfloat16, "cpu")}
+    printed = capsys.readouterr().out
+    top = json.loads(printed[printed.index("[\n"):])[0]["top"]
+    assert len(top) == 5 and top[0]["score"] >= top[-1]["score"]
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+@pytest.mark.parametrize("option, message", [
+    (["--device", "cuda"], "--device is 'cuda' but CUDA is not available (use 'cpu' or 'auto')"),
+    (["--device", "tpu"], "--device is 'tpu'; expected auto, cpu, cuda or cuda:N"),
+    (["--precision", "fp16"], "--precision=fp16 needs a GPU; use bf16 or fp32 on the CPU"),
+    (["--precision", "half"], "--precision must be one of auto, bf16, fp16, fp32, got 'half'"),
+])
+def test_a_device_or_precision_that_cannot_run_is_one_line_exit_2(trained, classified_on, capsys, command, option,
+                                                                   message):
+    data, run, _ = trained
+    video = str(sorted((data / "videos").rglob("*.mp4"))[0])
+    argv = (["eval", str(run), "--data", str(data / "val.csv")] if command == "eval"
+            else ["predict", video, "--checkpoint", str(run)])
+    assert main(argv + option) == 2
+    err = capsys.readouterr().err
+    assert err == f"tubelet {command}: error: {message}\n"
+    assert not classified_on

@@ -161,7 +161,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tubelet.engine.evaluate import evaluate_checkpoint, format_metrics
 
-    result, written = evaluate_checkpoint(args.checkpoint, args.data, views=args.views, out=args.out)
+    result, written = evaluate_checkpoint(args.checkpoint, args.data, views=args.views, out=args.out,
+                                          device=args.device, precision=args.precision)
     print(format_metrics(result))
     for path in written:
         print(f"wrote {path}")
@@ -177,21 +178,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from tubelet.data.decode import DecodeError
-    from tubelet.engine.checkpoint import load_inference_model
-    from tubelet.engine.predict import format_predictions, predict_segments, predict_videos
+    from tubelet.engine.predict import format_predictions, predict_checkpoint
 
-    model, config = load_inference_model(args.checkpoint)
-    views = args.views or config.eval.views
-    if args.window is not None:
-        try:
-            results = [{"path": video, "segments": predict_segments(
-                model, video, config.data, window=args.window, stride=args.stride or args.window, crops=views[1],
-                topk=args.topk, resize_to=config.eval.resize_to)} for video in args.videos]
-        except DecodeError as error:
-            raise UsageError(str(error)) from error
-    else:
-        results = predict_videos(model, args.videos, config.data, views=views, topk=args.topk,
-                                 resize_to=config.eval.resize_to)
+    try:
+        results = predict_checkpoint(args.checkpoint, args.videos, views=args.views, topk=args.topk, window=args.window,
+                                     stride=args.stride, device=args.device, precision=args.precision)
+    except DecodeError as error:  # sliding windows: the video itself cannot be read
+        raise UsageError(str(error)) from error
     if args.json:
         print(json.dumps(results, indent=2))
     elif args.window is not None:
@@ -223,6 +216,13 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(markdown(result, command))
     for path in write_report(result, args.out, command) if args.out else ():
         print(f"wrote {path}")
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="auto, cpu, cuda or cuda:N (default auto: the GPU when CUDA is available, else the CPU)")
+    parser.add_argument("--precision", default="auto", metavar="DTYPE",
+                        help="autocast to bf16, fp16 (GPU only) or fp32 (default auto: bf16 on a GPU, fp32 on the CPU)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -317,6 +317,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, metavar="LIST", help="video list to evaluate on")
     evaluate.add_argument("--views", type=parse_views, metavar="TxS", help="temporal clips x spatial crops (default: the recipe's)")
     evaluate.add_argument("--out", metavar="FILE", help="write FILE.csv, FILE.json and FILE_confusion.png")
+    _add_device_options(evaluate)
     evaluate.set_defaults(run=_cmd_eval)
 
     predict = commands.add_parser("predict", help="top-k classes of video files")
@@ -327,6 +328,7 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.add_argument("--window", type=_positive(float), metavar="SECONDS", help="sliding-window mode: segment length")
     predict.add_argument("--stride", type=_positive(float), metavar="SECONDS", help="sliding-window step (default: --window)")
+    _add_device_options(predict)
     predict.set_defaults(run=_cmd_predict)
 
     bench = commands.add_parser(

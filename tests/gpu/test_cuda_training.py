@@ -1,5 +1,6 @@
-"""The engine on a GPU: bf16 training steps, evaluation and prediction, a one-process torchrun run
-over NCCL through the real loop with validation, and an exact resume. Skipped without CUDA.
+"""The engine on a GPU: bf16 training steps, evaluation and prediction (the library's, and the
+command line's, on CUDA in bf16 by default), a one-process torchrun run over NCCL through the real
+loop with validation, and an exact resume. Skipped without CUDA.
 
 On the GPU machine: ``python -m pytest -m gpu tests/gpu -q -rs`` (PyAV is needed for the
 synthetic videos; the tests skip, saying so, without it).
@@ -62,7 +63,7 @@ def test_eval_and_predict_on_cuda_match_the_cpu(synth, tmp_path):
     from tubelet.engine.train import fit
 
     fit(load_config(None, _overrides(synth, "train.max_steps=2")), tmp_path / "run", stream=io.StringIO())
-    result, _ = evaluate_checkpoint(tmp_path / "run", synth / "val.csv", views=(2, 3))  # the run's device: cuda
+    result, _ = evaluate_checkpoint(tmp_path / "run", synth / "val.csv", views=(2, 3))  # device auto: cuda
     assert result.metrics["videos"] == 12 and result.metrics["views"] == 6
     model, config = load_inference_model(tmp_path / "run")
     video = sorted((synth / "videos").rglob("*.mp4"))[0]
@@ -115,3 +116,37 @@ def test_resume_on_cuda_continues_the_uninterrupted_run(synth, tmp_path, monkeyp
     worst = max((resumed[k] - v).abs().max().item() for k, v in expected.items())
     print(f"largest difference from the uninterrupted run: {worst:.3g}")
     assert worst <= 1e-6, worst  # CUDA kernels are deterministic here; bit-identical is expected, 1e-6 tolerated
+
+
+def test_cli_eval_and_predict_run_on_cuda_in_bf16_by_default(synth, tmp_path, capsys, monkeypatch):
+    import json
+
+    from tubelet.cli import main
+    from tubelet.engine import evaluate as evaluate_module
+    from tubelet.engine import predict as predict_module
+    from tubelet.engine.config import load_config
+    from tubelet.engine.train import fit
+
+    fit(load_config(None, _overrides(synth, "train.max_steps=2")), tmp_path / "run", stream=io.StringIO())
+    seen, real = [], evaluate_module.classify_views
+
+    def spy(model, video, *, device, amp_dtype):
+        seen.append((device.type, amp_dtype, next(model.parameters()).device.type))
+        return real(model, video, device=device, amp_dtype=amp_dtype)
+
+    monkeypatch.setattr(evaluate_module, "classify_views", spy)
+    monkeypatch.setattr(predict_module, "classify_views", spy)
+    run, video = str(tmp_path / "run"), str(sorted((synth / "videos").rglob("*.mp4"))[0])
+    assert main(["eval", run, "--data", str(synth / "val.csv"), "--views", "2x3", "--out", str(tmp_path / "p")]) == 0
+    assert "12 videos x 6 views: top1" in capsys.readouterr().out
+    assert main(["predict", video, "--checkpoint", run, "--views", "1x3", "--topk", "12", "--json"]) == 0
+    on_gpu = {t["class"]: t["score"] for t in json.loads(capsys.readouterr().out)[0]["top"]}
+    assert seen and set(seen) == {("cuda", torch.bfloat16, "cuda")}
+    seen.clear()
+    assert main(["predict", video, "--checkpoint", run, "--views", "1x3", "--topk", "12", "--json",
+                 "--device", "cpu"]) == 0
+    on_cpu = {t["class"]: t["score"] for t in json.loads(capsys.readouterr().out)[0]["top"]}
+    assert set(seen) == {("cpu", None, "cpu")}
+    assert on_gpu.keys() == on_cpu.keys() and max(abs(on_gpu[k] - on_cpu[k]) for k in on_cpu) < 2e-2
+    assert main(["eval", run, "--data", str(synth / "val.csv"), "--device", "cuda:0", "--precision", "fp32"]) == 0
+    assert ("cuda", None, "cuda") in seen

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TextIO
 
 from tubelet.data.synthetic import write_synthetic_dataset
-from tubelet.engine.checkpoint import latest_checkpoint, load_inference_model
+from tubelet.engine.checkpoint import latest_checkpoint
 from tubelet.engine.config import Config, load_config
 from tubelet.engine.evaluate import evaluate_checkpoint, format_metrics
-from tubelet.engine.predict import format_predictions, predict_videos
+from tubelet.engine.predict import format_predictions, predict_checkpoint
 from tubelet.engine.report import format_report, run_report
 from tubelet.engine.train import fit
 
@@ -60,8 +60,7 @@ def run_demo(out_dir: str | Path, *, videos_per_class: int = 40, overrides: list
 
     video = sorted((data_dir / "videos").rglob("*.mp4"))[0]
     print(f"[4/4] predicting {video}", file=stream)
-    model, test_config = load_inference_model(run_dir)
-    predictions = predict_videos(model, [video], test_config.data, views=TEST_VIEWS, topk=3)
+    predictions = predict_checkpoint(run_dir, [video], views=TEST_VIEWS, topk=3)
     print(f"      {format_predictions(predictions)}", file=stream)
 
     print("\nwhere everything is:", file=stream)

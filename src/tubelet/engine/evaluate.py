@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tubelet.data.lists import VideoList
+from tubelet.engine.device import autocast
 from tubelet.engine.distributed import gather_objects
-from tubelet.files import atomic_write_json, atomic_write_text
 from tubelet.engine.metrics import confusion_matrix, mean_average_precision, per_class_accuracy, topk_correct
+from tubelet.files import atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -67,6 +68,13 @@ def summarize(view_scores: torch.Tensor, labels: torch.Tensor, loss: float,
     return metrics, confusion
 
 
+def classify_views(model: nn.Module, video: torch.Tensor, *, device: torch.device,
+                   amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """Float32 logits ``[B*V, K]`` of every view of ``video [B, V, C, T, H, W]``, view-major within each video."""
+    with autocast(device, amp_dtype):
+        return model(video.to(device, non_blocking=True).flatten(0, 1)).float()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: torch.device,
              amp_dtype: torch.dtype | None = None, multi_label: bool = False) -> EvalResult:
@@ -82,10 +90,8 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: t
         failed.extend(batch["failed"])
         if batch["video"] is None:
             continue
-        video = batch["video"].to(device, non_blocking=True)
-        b, v = video.shape[:2]
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(video.flatten(0, 1)).float()  # [B*V, K]
+        b, v = batch["video"].shape[:2]
+        logits = classify_views(model, batch["video"], device=device, amp_dtype=amp_dtype)  # [B*V, K]
         target = batch["label"].to(device)
         if multi_label:
             probs = torch.sigmoid(logits)
@@ -155,27 +161,27 @@ def write_predictions(result: EvalResult, videos: VideoList, out: str | Path, *,
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_list: str | Path, *, views: tuple[int, int] | None = None,
-                        out: str | Path | None = None, batch_size: int | None = None,
-                        num_workers: int | None = None) -> tuple[EvalResult, list[Path]]:
+                        out: str | Path | None = None, batch_size: int | None = None, num_workers: int | None = None,
+                        device: str = "auto", precision: str = "auto") -> tuple[EvalResult, list[Path]]:
     """``tubelet eval``: test a checkpoint (or run folder, or saved model) on a video list with
-    ``views`` (default: the run's ``eval.views``). With ``out``, writes ``OUT.csv``, ``OUT.json``
-    and ``OUT_confusion.png``; returns the result and the files written."""
+    ``views`` (default: the run's ``eval.views``) on ``device`` at ``precision`` (``auto``: the GPU
+    in bf16 when there is one, see ``tubelet.engine.device``). With ``out``, writes ``OUT.csv``,
+    ``OUT.json`` and ``OUT_confusion.png``; returns the result and the files written."""
     from tubelet.data.lists import read_any
-    from tubelet.data.loader import build_eval_loader
     from tubelet.engine.checkpoint import load_inference_model
-    from tubelet.engine.distributed import resolve_device
-    from tubelet.engine.inputs import eval_dataset
+    from tubelet.engine.device import autocast_dtype, resolve_device
+    from tubelet.engine.inputs import eval_loader
     from tubelet.engine.plots import plot_confusion
 
+    resolved = resolve_device(device, what="--device")
+    amp_dtype = autocast_dtype(precision, resolved, what="--precision")
     model, config = load_inference_model(checkpoint)
-    device = resolve_device(config.train.device)
-    model.to(device)
+    model.to(resolved)
     views = views or config.eval.views
     videos = read_any(data_list, class_names=model.class_names)
-    loader = build_eval_loader(eval_dataset(config.data, videos, views=views, resize_to=config.eval.resize_to),
-                               batch_size=batch_size or config.eval.batch_size,
-                               num_workers=config.data.num_workers if num_workers is None else num_workers)
-    result = evaluate(model, loader, device=device, multi_label=videos.multi_label)
+    loader = eval_loader(config.data, videos, views=views, resize_to=config.eval.resize_to,
+                         batch_size=batch_size or config.eval.batch_size, num_workers=num_workers)
+    result = evaluate(model, loader, device=resolved, amp_dtype=amp_dtype, multi_label=videos.multi_label)
     written: list[Path] = []
     if out is not None:
         written = write_predictions(result, videos, out)

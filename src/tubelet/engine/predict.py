@@ -1,7 +1,7 @@
 """Prediction on video files: whole videos with multi-view testing, or long videos segment by segment.
 
-``predict_videos`` classifies each file as evaluation does (``T x S`` views, probabilities
-averaged). ``predict_segments`` slides a window of ``window`` seconds along one video, every
+``predict_checkpoint`` is ``tubelet predict``. ``predict_videos`` classifies each file as evaluation
+does (``T x S`` views, probabilities averaged, batches from ``engine.inputs.eval_loader``). ``predict_segments`` slides a window of ``window`` seconds along one video, every
 ``stride`` seconds, and classifies each segment from ``num_frames`` frames spread evenly over it
 (the centres of ``num_frames`` equal cells), with ``S`` spatial crops. When the strides leave the
 end of the video uncovered, one more window ends at the video's end, so every moment is covered.
@@ -18,7 +18,8 @@ from torch import nn
 from tubelet.data.decode import DecodeError, open_video, probe_video
 from tubelet.data.lists import VideoEntry, VideoList
 from tubelet.engine.config import DataConfig
-from tubelet.engine.inputs import eval_dataset, eval_transform
+from tubelet.engine.evaluate import classify_views
+from tubelet.engine.inputs import eval_loader, eval_transform
 
 
 def top_classes(probs: torch.Tensor, class_names: Sequence[str], k: int) -> list[dict[str, Any]]:
@@ -32,33 +33,41 @@ def _class_names(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def _probabilities(model: nn.Module, views: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``views [V, C, T, H, W]`` -> mean softmax ``[K]``."""
-    return model(views.to(device)).float().softmax(dim=-1).mean(dim=0).cpu()
+def _probabilities(model: nn.Module, video: torch.Tensor, device: torch.device,
+                   amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """``video [B, V, C, T, H, W]`` -> the mean softmax of its views ``[B, K]``, on the CPU."""
+    logits = classify_views(model, video, device=device, amp_dtype=amp_dtype)  # [B*V, K]
+    return logits.softmax(dim=-1).reshape(*video.shape[:2], -1).mean(dim=1).cpu()
 
 
 def predict_videos(model: nn.Module, paths: Sequence[str | Path], data: DataConfig, *, views: tuple[int, int],
-                   topk: int = 5, resize_to: int | None = None,
-                   device: torch.device = torch.device("cpu")) -> list[dict[str, Any]]:
+                   topk: int = 5, resize_to: int | None = None, batch_size: int = 8, num_workers: int = 0,
+                   device: torch.device = torch.device("cpu"),
+                   amp_dtype: torch.dtype | None = None) -> list[dict[str, Any]]:
     """One result per file: ``{"path", "top": [{"class", "score"}]}``, or ``{"path", "error"}`` for
-    a file that cannot be decoded (the error says why)."""
+    a file that cannot be decoded (the error says why). ``model`` is on ``device``; ``amp_dtype``:
+    autocast (None: float32)."""
     names = _class_names(model)
-    videos = VideoList(tuple(VideoEntry(Path(p), 0) for p in paths), tuple(names))
-    dataset = eval_dataset(data, videos, views=views, resize_to=resize_to)
-    model.eval()
-    results = []
+    results: list[dict[str, Any] | None] = [None] * len(paths)
+    readable = []  # indices into paths of the files FFmpeg opens
     for index, path in enumerate(paths):
         try:
             probe_video(path)  # FFmpeg's reason for a file it cannot open, which the dataset only logs
+            readable.append(index)
         except DecodeError as error:
-            results.append({"path": str(path), "error": f"cannot decode: {error.reason}"})
-            continue
-        item = dataset[index]
-        if item["video"] is None:
-            results.append({"path": str(path), "error": "cannot decode all the frames it needs"})
-            continue
-        results.append({"path": str(path), "top": top_classes(_probabilities(model, item["video"], device), names, topk)})
-    return results
+            results[index] = {"path": str(path), "error": f"cannot decode: {error.reason}"}
+    model.eval()
+    if readable:
+        videos = VideoList(tuple(VideoEntry(Path(paths[i]), 0) for i in readable), tuple(names))
+        for batch in eval_loader(data, videos, views=views, resize_to=resize_to, batch_size=batch_size,
+                                 num_workers=num_workers):
+            if batch["video"] is None:
+                continue
+            probs = _probabilities(model, batch["video"], device, amp_dtype)  # [B, K]
+            for row, p in zip(batch["index"].tolist(), probs):
+                results[readable[row]] = {"path": str(paths[readable[row]]), "top": top_classes(p, names, topk)}
+    return [result or {"path": str(path), "error": "cannot decode all the frames it needs"}
+            for path, result in zip(paths, results)]
 
 
 def segment_starts(duration: float, window: float, stride: float) -> list[float]:
@@ -75,7 +84,8 @@ def segment_starts(duration: float, window: float, stride: float) -> list[float]
 
 def predict_segments(model: nn.Module, path: str | Path, data: DataConfig, *, window: float, stride: float,
                      crops: int = 1, topk: int = 5, resize_to: int | None = None,
-                     device: torch.device = torch.device("cpu")) -> list[dict[str, Any]]:
+                     device: torch.device = torch.device("cpu"),
+                     amp_dtype: torch.dtype | None = None) -> list[dict[str, Any]]:
     """Per-segment predictions ``{"start", "end", "top"}`` (seconds from the first frame) for one video."""
     names = _class_names(model)
     transform = eval_transform(data, resize_to=resize_to, crops=crops)
@@ -88,9 +98,34 @@ def predict_segments(model: nn.Module, path: str | Path, data: DataConfig, *, wi
             length = min(window, duration - start)
             times = [start + (i + 0.5) * length / frames_per for i in range(frames_per)]
             clip = transform(video.frames_at(times))  # [S, C, T, H, W]
+            probs = _probabilities(model, clip[None], device, amp_dtype)[0]  # [K]
             results.append({"start": round(start, 3), "end": round(start + length, 3),
-                            "top": top_classes(_probabilities(model, clip, device), names, topk)})
+                            "top": top_classes(probs, names, topk)})
     return results
+
+
+def predict_checkpoint(checkpoint: str | Path, paths: Sequence[str | Path], *, views: tuple[int, int] | None = None,
+                       topk: int = 5, window: float | None = None, stride: float | None = None, device: str = "auto",
+                       precision: str = "auto") -> list[dict[str, Any]]:
+    """``tubelet predict``: the top classes of each file by a checkpoint (or run folder, or saved
+    model) with ``views`` (default: its ``eval.views``), on ``device`` at ``precision`` (``auto``:
+    the GPU in bf16 when there is one, see ``tubelet.engine.device``). With ``window`` (seconds),
+    each file's results are ``{"path", "segments"}``, one segment every ``stride`` (default: ``window``)."""
+    from tubelet.engine.checkpoint import load_inference_model
+    from tubelet.engine.device import autocast_dtype, resolve_device
+
+    resolved = resolve_device(device, what="--device")
+    amp_dtype = autocast_dtype(precision, resolved, what="--precision")
+    model, config = load_inference_model(checkpoint)
+    model.to(resolved)
+    views = views or config.eval.views
+    if window is not None:
+        return [{"path": str(path), "segments": predict_segments(
+            model, path, config.data, window=window, stride=stride or window, crops=views[1], topk=topk,
+            resize_to=config.eval.resize_to, device=resolved, amp_dtype=amp_dtype)} for path in paths]
+    return predict_videos(model, paths, config.data, views=views, topk=topk, resize_to=config.eval.resize_to,
+                          batch_size=config.eval.batch_size, num_workers=config.data.num_workers, device=resolved,
+                          amp_dtype=amp_dtype)
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:
