@@ -108,19 +108,10 @@ def classified_on(monkeypatch):
     """(device, autocast dtype, the weights' device) of every batch that eval and predict classify, with CUDA hidden."""
     import torch
 
-    from tubelet.engine import evaluate as evaluate_module
-    from tubelet.engine import predict as predict_module
+    from engine.classified import record_classified
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    seen, real = [], evaluate_module.classify_views
-
-    def spy(model, video, *, device, amp_dtype):
-        seen.append((device.type, amp_dtype, next(model.parameters()).device.type))
-        return real(model, video, device=device, amp_dtype=amp_dtype)
-
-    monkeypatch.setattr(evaluate_module, "classify_views", spy)
-    monkeypatch.setattr(predict_module, "classify_views", spy)
-    return seen
+    return record_classified(monkeypatch)
 
 
 def test_eval_and_predict_choose_the_device_and_precision(trained, classified_on, capsys):

@@ -121,21 +121,13 @@ def test_resume_on_cuda_continues_the_uninterrupted_run(synth, tmp_path, monkeyp
 def test_cli_eval_and_predict_run_on_cuda_in_bf16_by_default(synth, tmp_path, capsys, monkeypatch):
     import json
 
+    from engine.classified import record_classified
     from tubelet.cli import main
-    from tubelet.engine import evaluate as evaluate_module
-    from tubelet.engine import predict as predict_module
     from tubelet.engine.config import load_config
     from tubelet.engine.train import fit
 
     fit(load_config(None, _overrides(synth, "train.max_steps=2")), tmp_path / "run", stream=io.StringIO())
-    seen, real = [], evaluate_module.classify_views
-
-    def spy(model, video, *, device, amp_dtype):
-        seen.append((device.type, amp_dtype, next(model.parameters()).device.type))
-        return real(model, video, device=device, amp_dtype=amp_dtype)
-
-    monkeypatch.setattr(evaluate_module, "classify_views", spy)
-    monkeypatch.setattr(predict_module, "classify_views", spy)
+    seen = record_classified(monkeypatch)
     run, video = str(tmp_path / "run"), str(sorted((synth / "videos").rglob("*.mp4"))[0])
     assert main(["eval", run, "--data", str(synth / "val.csv"), "--views", "2x3", "--out", str(tmp_path / "p")]) == 0
     assert "12 videos x 6 views: top1" in capsys.readouterr().out
