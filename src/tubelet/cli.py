@@ -269,7 +269,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "an official TimeSformer checkpoint (.pyth); xvit, lvt: an official XViT or Linear_VideoTransformer "
         "checkpoint (--set temporal_shift_div=8 for their Kinetics configs); scenic-vivit: a scenic ViViT tree as .npz (--set "
         "attention_type=factorized_dot_product_attention for model 4, img_size=N); timm: an image ViT "
-        "(.pth, .npz, .safetensors) initialising --set model=NAME (and its constructor arguments).",
+        "(.pth, .npz, .safetensors) or an official image MViTv2 (.pyth) initialising --set model=NAME (and its "
+        "constructor arguments).",
     )
     convert.add_argument("source", metavar="SRC", help="the checkpoint folder or file to convert")
     convert.add_argument("--from", dest="source_format", required=True, metavar="FORMAT",

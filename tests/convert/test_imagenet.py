@@ -127,8 +127,13 @@ def test_errors_name_the_key_the_file_and_the_model():
     narrow = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=5, embed_dim=32, num_heads=2)
     with pytest.raises(ValueError, match=r"patch_embed.proj.weight \[64, 3, 8, 8\] does not fit patch_embed.proj.weight \[32, 3, 1, 8, 8\]"):
         init_from_image(narrow, VIT)
-    with pytest.raises(ValueError, match="MViT is not a ViT-based video model"):
-        init_from_image(tubelet.create_model("mvitv2_tiny_8x32"), VIT)
+    with pytest.raises(ValueError, match=r"cls_token \[1, 1, 64\] does not fit cls_token \[1, 1, 16\]"):
+        init_from_image(tubelet.create_model("mvitv2_tiny_8x32"), VIT)  # an image ViT is no image MViT
+    with pytest.raises(ValueError, match="Linear is not a ViT-based video model nor an MViT"):
+        init_from_image(torch.nn.Linear(2, 2), VIT)
+    official_video = {f"model.{k}": v for k, v in VIT.items()}  # e.g. an official TimeSformer .pyth: nothing fits
+    with pytest.raises(ValueError, match=r"a state dict fills no parameter of VideoTransformer: not an image model .* `tubelet convert --from FORMAT`"):
+        init_from_image(tubelet.create_model("timesformer_divided_tiny_p8_8x32"), official_video)
     with pytest.raises(ValueError, match=r"vit.ckpt: an image checkpoint must end in one of"):
         read_timm_vit("vit.ckpt")
     with pytest.raises(ValueError, match="unknown temporal_init 'zero'"):
@@ -165,3 +170,75 @@ def test_the_official_lvt_architecture_starts_from_an_image_vit_with_its_own_rul
     assert "pos_embed" in report.unused and "patch_embed.norm.weight" in report.fresh
     assert torch.equal(_weights(model, "blocks.0.attn.steps.1.attn.qkv.weight"), VIT["blocks.0.attn.qkv.weight"])  # the frame step
     assert "blocks.0.attn.steps.0.attn.qkv.weight" in report.fresh  # the tube step: fresh, as the LVT code
+
+
+def image_mvit_state(video: dict[str, torch.Tensor], spatial_rows: dict[str, int], seed: int = 3) -> dict[str, torch.Tensor]:
+    """An image MViTv2 in the official layout (facebookresearch/mvit) beside a video one: 2D
+    convolutions, no temporal relative positions, ``head.projection``, spatial tables of
+    ``spatial_rows`` rows (an image grid other than the video model's)."""
+    shapes = {}
+    for name, value in video.items():
+        if name.endswith("rel_pos_t"):
+            continue
+        shape = list(value.shape)
+        if value.ndim == 5:
+            shape = shape[:2] + shape[3:]
+        if name in spatial_rows:
+            shape[0] = spatial_rows[name]
+        shapes[name.replace("head.", "head.projection.")] = tuple(shape)
+    return random_state(shapes, seed=seed)
+
+
+def test_mvit_starts_from_an_image_mvit_by_inflating_its_convolutions(tmp_path):
+    """PySlowFast's inflate_weight: each 2D convolution repeated over its temporal kernel / its
+    length; relative positions of the image grid interpolated; the temporal ones left fresh."""
+    model = tubelet.create_model("mvitv2_tiny_8x32", num_classes=5)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    image = image_mvit_state(fresh, {"blocks.0.attn.rel_pos_h": 31, "blocks.0.attn.rel_pos_w": 31})  # a 64 px image
+    torch.save({"model_state": image, "epoch": 100}, tmp_path / "MViTv2_T_in1k.pyth")
+    report = init_from_image(model, tmp_path / "MViTv2_T_in1k.pyth")
+    state = model.state_dict()
+
+    stem = image["patch_embed.proj.weight"]  # [16, 3, 7, 7] -> [16, 3, 3, 7, 7]
+    assert torch.equal(state["patch_embed.proj.weight"], stem.unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3)
+    assert torch.allclose(state["patch_embed.proj.weight"].sum(2), stem)  # a static clip sees the image filter
+    pool = image["blocks.1.attn.pool_q.weight"]
+    assert torch.equal(state["blocks.1.attn.pool_q.weight"], pool.unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3)
+    assert "patch_embed.proj.weight <- patch_embed.proj.weight: [C', C, kh, kw] -> [C', C, 3, kh, kw] (average)" in report.reshaped
+    rows = torch.nn.functional.interpolate(image["blocks.0.attn.rel_pos_h"].t()[None], size=15, mode="linear")[0].t()
+    assert torch.equal(state["blocks.0.attn.rel_pos_h"], rows)
+    assert "blocks.0.attn.rel_pos_w <- blocks.0.attn.rel_pos_w: 31 -> 15 rows (linear)" in report.reshaped
+    assert torch.equal(state["blocks.1.attn.rel_pos_h"], image["blocks.1.attn.rel_pos_h"])  # same grid: copied
+    for name in ("cls_token", "blocks.2.attn.qkv.weight", "blocks.1.proj.weight", "blocks.2.mlp.fc2.bias", "norm.weight"):
+        assert torch.equal(state[name], image[name]) and name in report.loaded, name
+
+    temporal = [k for k in fresh if k.endswith("rel_pos_t")]
+    assert sorted(report.fresh) == sorted(temporal + ["head.weight", "head.bias"])
+    for name in report.fresh:
+        assert torch.equal(state[name], fresh[name]), name
+    assert sorted(report.unused) == ["head.projection.bias (the image classifier)", "head.projection.weight (the image classifier)"]
+    assert set(report.loaded) | {e.split(" ")[0] for e in report.reshaped} | set(report.fresh) == set(fresh)
+
+    central = tubelet.create_model("mvitv2_tiny_8x32", num_classes=5)
+    init_from_image(central, image, tubelet_init="central_frame")
+    assert torch.equal(central.state_dict()["patch_embed.proj.weight"][:, :, 1], stem)
+    assert torch.count_nonzero(central.state_dict()["patch_embed.proj.weight"][:, :, [0, 2]]) == 0
+    with pytest.raises(ValueError, match=r"blocks.0.attn.qkv.weight \[48, 8\] does not fit blocks.0.attn.qkv.weight \[48, 16\]"):
+        init_from_image(model, {**image, "blocks.0.attn.qkv.weight": torch.zeros(48, 8)})
+
+
+def test_mvit_recipe_trains_from_an_official_image_mvit_file(tmp_path, tiny_synth):
+    """The MViTv2 recipe on the tiny MViT, from a ``.pyth`` image MViTv2 (``model_state``) as ``train.init``."""
+    image = image_mvit_state(tubelet.create_model("mvitv2_tiny_8x32", num_classes=1000).state_dict(), {})
+    torch.save({"model_state": image}, tmp_path / "MViTv2_T_in1k.pyth")
+    small = ["model=mvitv2_tiny_8x32", "data.img_size=32", "data.num_frames=4", "data.num_workers=0", "train.batch_size=4",
+             "train.max_steps=1", "train.epochs=1", "train.progress=false", "eval.views=[1,1]", "eval.batch_size=4",
+             f"data.train={tiny_synth / 'train.csv'}", f"data.val={tiny_synth / 'val.csv'}",
+             f"train.init={tmp_path / 'MViTv2_T_in1k.pyth'}"]
+    log = io.StringIO()
+    fit(load_config("mvitv2_small_k400_16x224", small), tmp_path / "run", stream=log)
+    lines = log.getvalue()
+    assert f"init from {tmp_path / 'MViTv2_T_in1k.pyth'}" in lines
+    assert "init reshaped: patch_embed.proj.weight <- patch_embed.proj.weight: [C', C, kh, kw] -> [C', C, 3, kh, kw] (average)" in lines
+    assert "init missing (kept at the model's initialisation): blocks.*.attn.rel_pos_t (3), head.weight, head.bias" in lines
+    assert "init unexpected (not used): head.projection.weight (the image classifier)" in lines

@@ -29,8 +29,13 @@ override them):
   into the spatial encoder and ``spatial_norm``; the temporal encoder stays fresh, as in scenic);
 - classifier, ``pre_logits`` and heads with parameters (XViT's temporal attention aggregation):
   never taken from the image model.
-MViTv2 is not a ViT: its ImageNet weights are a multiscale image model, not an image ViT, so it
-has no rule here (a ValueError says so).
+MViTv2 starts from an image MViTv2 instead (Li et al. 2022; the official image code,
+facebookresearch/mvit, and PySlowFast's video MViT name their parameters alike): every 2D
+convolution, the stem and the Q/K/V pooling, is inflated over its temporal kernel (``average``
+by default, I3D's rule as PySlowFast's ``inflate_weight``; ``central_frame`` on request), the
+spatial relative-position tables are taken (linearly interpolated where the grid differs), the
+temporal ones keep their initialisation, and every other parameter of the same name is copied.
+An initialisation that loads nothing is refused: the file is not an image model of the family.
 """
 
 from __future__ import annotations
@@ -48,12 +53,14 @@ from torch import nn
 
 from tubelet.attention.divided import DividedSpaceTimeAttention
 from tubelet.attention.factorised_dot import FactorisedDotProductAttention
+from tubelet.attention.pooling import resize_table
 from tubelet.attention.step import GroupedAttention
 from tubelet.convert.timm import SUFFIXES, read_timm_vit
 from tubelet.layers.patch_embed import TUBELET_INITS, inflate_patch_weight
 from tubelet.layers.pos_embed import JointPosEmbed, SeparatePosEmbed, SinCosPosEmbed, TemporalPosEmbed, resize_grid_table
 from tubelet.layers.shape import VideoShape
 from tubelet.models.factorised_encoder import FactorisedEncoder
+from tubelet.models.mvit import MViT
 from tubelet.models.video_transformer import VideoTransformer
 from tubelet.models.xvit import FrameTokenTransformer
 
@@ -62,6 +69,7 @@ IMAGE_GROUPINGS = ("joint", "frame")  # steps over the token set an image ViT at
 NOT_TAKEN = {  # image parameters a video model never takes, and why
     "head.weight": "the image classifier", "head.bias": "the image classifier",
     "pre_logits.fc.weight": "the image model's representation layer", "pre_logits.fc.bias": "the image model's representation layer",
+    "head.projection.weight": "the image classifier", "head.projection.bias": "the image classifier",  # MViT
 }
 
 
@@ -80,6 +88,7 @@ FAMILY_INITS = {  # by architecture name prefix
     "lvt": ImageInit(temporal="fresh"),  # the LVT code's non-strict load
     "xvit": ImageInit(),  # a ViT per frame: every attention step is the image's
     "tsm_vit": ImageInit(),
+    "mvitv2": ImageInit(tubelet="average"),  # PySlowFast's inflate_weight
 }
 
 
@@ -211,19 +220,50 @@ def _blocks(plan: _Plan, group: str, blocks: nn.ModuleList, temporal: str) -> No
             plan.take_layer(f"{video}.mlp.{layer}", f"{image}.mlp.{layer}")
 
 
+def _multiscale(plan: _Plan, tubelet_init: str) -> None:
+    """MViTv2 from an image MViTv2 of the same names (the module docstring's rule)."""
+    for name, value in plan.target.items():
+        source = plan.image.get(name)
+        if source is None or name.startswith("head."):
+            continue
+        if source.ndim == 4 and value.ndim == 5:  # a 2D convolution of the image model
+            depth = value.shape[2]
+            plan.put(name, inflate_patch_weight(source, depth, tubelet_init), (name,),
+                     f"[C', C, kh, kw] -> [C', C, {depth}, kh, kw] ({tubelet_init})")
+        elif re.fullmatch(r"blocks\.\d+\.attn\.rel_pos_[hw]", name) and source.shape[0] != value.shape[0]:
+            plan.put(name, resize_table(source, value.shape[0]), (name,), f"{source.shape[0]} -> {value.shape[0]} rows (linear)")
+        else:
+            plan.put(name, source, (name,))
+
+
 def family_init(model: nn.Module) -> ImageInit:
     """The family's rules, from the registered architecture name (defaults for a bare model)."""
     name = getattr(model, "config", {}).get("architecture", "")
     return next((rule for prefix, rule in FAMILY_INITS.items() if name.startswith(prefix)), ImageInit())
 
 
+def _image_vit(plan: _Plan, model: nn.Module, tubelet_init: str, temporal_init: str) -> None:
+    """A ViT-based video model from an image ViT (the module docstring's rules)."""
+    depth = model.patch_embed.tubelet_size
+    inflate = f"[D, C, P, P] -> [D, C, {depth}, P, P] ({tubelet_init})" if depth > 1 else "[D, C, P, P] -> [D, C, 1, P, P]"
+    plan.take("patch_embed.proj.weight", "patch_embed.proj.weight", lambda w: inflate_patch_weight(w, depth, tubelet_init), inflate)
+    plan.take("patch_embed.proj.bias", "patch_embed.proj.bias")
+    if "cls_token" in plan.target:
+        shape = plan.target["cls_token"].shape
+        plan.take("cls_token", "cls_token", lambda t: t.reshape(shape), None if len(shape) == 3 else f"-> {list(shape)}, shared by all frames")
+    _positions(plan, model.pos_embed, "pos_embed")
+    _blocks(plan, model.block_groups[0], getattr(model, model.block_groups[0]), temporal_init)
+    plan.take_layer("spatial_norm" if isinstance(model, FactorisedEncoder) else "norm", "norm")
+
+
 def init_from_image(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], *,
                     tubelet_init: str | None = None, temporal_init: str | None = None) -> LoadReport:
-    """Fill ``model`` (a ViT-based tubelet video model) from an image ViT: a checkpoint file
-    (``tubelet.convert.timm.read_timm_vit``) or a timm-named state dict. Returns the report; a
-    tensor that cannot take its counterpart's shape is a ValueError naming both."""
-    if not isinstance(model, (VideoTransformer, FactorisedEncoder, FrameTokenTransformer)):
-        raise ValueError(f"{type(model).__name__} is not a ViT-based video model; it has no initialisation from an image ViT")
+    """Fill ``model`` (a ViT-based tubelet video model, or an MViTv2) from an image model: a
+    checkpoint file (``tubelet.convert.timm.read_timm_vit``) or a state dict, timm-named for a ViT,
+    named as the official code names an image MViTv2. Returns the report; a tensor that cannot
+    take its counterpart's shape is a ValueError naming both, and so is a file that fills nothing."""
+    if not isinstance(model, (VideoTransformer, FactorisedEncoder, FrameTokenTransformer, MViT)):
+        raise ValueError(f"{type(model).__name__} is not a ViT-based video model nor an MViT; it has no initialisation from an image model")
     defaults = family_init(model)
     tubelet_init = tubelet_init or defaults.tubelet
     temporal_init = temporal_init or defaults.temporal
@@ -237,16 +277,13 @@ def init_from_image(model: nn.Module, source: str | os.PathLike | Mapping[str, t
     report = LoadReport(label)
     plan = _Plan(image, target, report)
 
-    depth = model.patch_embed.tubelet_size
-    inflate = f"[D, C, P, P] -> [D, C, {depth}, P, P] ({tubelet_init})" if depth > 1 else "[D, C, P, P] -> [D, C, 1, P, P]"
-    plan.take("patch_embed.proj.weight", "patch_embed.proj.weight", lambda w: inflate_patch_weight(w, depth, tubelet_init), inflate)
-    plan.take("patch_embed.proj.bias", "patch_embed.proj.bias")
-    if "cls_token" in target:
-        shape = target["cls_token"].shape
-        plan.take("cls_token", "cls_token", lambda t: t.reshape(shape), None if len(shape) == 3 else f"-> {list(shape)}, shared by all frames")
-    _positions(plan, model.pos_embed, "pos_embed")
-    _blocks(plan, model.block_groups[0], getattr(model, model.block_groups[0]), temporal_init)
-    plan.take_layer("spatial_norm" if isinstance(model, FactorisedEncoder) else "norm", "norm")
+    if isinstance(model, MViT):
+        _multiscale(plan, tubelet_init)
+    else:
+        _image_vit(plan, model, tubelet_init, temporal_init)
+    if not plan.used:  # no image tensor taken
+        raise ValueError(f"{label} fills no parameter of {type(model).__name__}: not an image model in the layout "
+                         f"it takes (a video checkpoint of another code is converted with `tubelet convert --from FORMAT`)")
 
     with torch.no_grad():
         model.load_state_dict({**target, **plan.values})

@@ -6,8 +6,9 @@ one), per block ``blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}
 ``head`` and, in the ImageNet-21k releases, ``pre_logits.fc``.
 
 ``read_timm_vit(path)`` reads such a checkpoint from
-- ``.pth`` / ``.pt`` / ``.bin``: a ``torch.save`` state dict, bare or under ``model`` or
-  ``state_dict`` (DeiT, timm's training scripts); a ``module.`` prefix (DDP) is removed;
+- ``.pth`` / ``.pt`` / ``.bin`` / ``.pyth``: a ``torch.save`` state dict, bare or under ``model``,
+  ``state_dict`` (DeiT, timm's training scripts) or ``model_state`` (PySlowFast and the official
+  image MViTv2 releases, which ``tubelet.convert.imagenet`` also reads); a ``module.`` prefix (DDP) is removed;
 - ``.safetensors``: timm's hub files;
 - ``.npz``: Google's ViT releases (``vit_jax``, ``big_vision``), converted by
   ``convert_google_vit``, a pure function over ``GOOGLE_VIT_KEYS``.
@@ -26,7 +27,7 @@ from tubelet.convert.flax_layout import read_npz, strip_tree_prefix, to_torch_la
 from tubelet.convert.keys import Rule, read_weight_file, rename
 
 SOURCE = "Google ViT"
-SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".npz")
+SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".npz", ".pyth")  # .pyth: the official image MViTv2 releases
 ENCODER_BLOCK = r"Transformer/encoderblock_(\d+)/"
 # Flax numbers sub-modules per class in newer releases (LayerNorm_0, MultiHeadDotProductAttention_0,
 # LayerNorm_1, MlpBlock_0) and across classes in the first ones (..._1, LayerNorm_2, MlpBlock_3).
@@ -54,9 +55,9 @@ def convert_google_vit(arrays: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def unwrap_state(checkpoint, path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict inside a training checkpoint (``model`` / ``state_dict``), without DDP's
+    """The state dict inside a training checkpoint (``model`` / ``state_dict`` / ``model_state``), without DDP's
     ``module.`` prefix; a file that holds no mapping of names to tensors is named."""
-    for key in ("model", "state_dict"):
+    for key in ("model", "state_dict", "model_state"):
         if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]
     if not isinstance(checkpoint, Mapping) or not checkpoint or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):

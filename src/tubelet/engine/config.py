@@ -88,7 +88,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    init: str | None = None  # weights to start from: a checkpoint, a saved model folder, or an image ViT file (.pth/.npz/.safetensors)
+    init: str | None = None  # weights to start from: a checkpoint, a saved model folder, or an image model file (.pth/.pyth/.npz/.safetensors)
     new_head: bool = False  # with init: allow a classifier of another size, freshly initialised
     keep_last: int = 2  # checkpoints kept besides the best
     save_every_steps: int | None = None  # also checkpoint within epochs

@@ -236,7 +236,7 @@ def _training_model(config: Config, num_classes: int, class_names: list[str], di
     torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
     model = build_model(config, num_classes, class_names)
     if train_cfg.init:
-        if is_image_checkpoint(train_cfg.init):  # an image ViT: tubelet.convert.imagenet's rules
+        if is_image_checkpoint(train_cfg.init):  # an image ViT or MViTv2: tubelet.convert.imagenet's rules
             notes = init_from_image(model, train_cfg.init).lines()
         else:
             notes = ckpt.load_weights(model, ckpt.resolve_checkpoint(train_cfg.init) / ckpt.WEIGHTS,
