@@ -18,6 +18,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the test extr
 FAMILIES = {
     "timesformer_divided": ("timesformer_divided_tiny_p8_8x32", {"depth": 1}),
     "vivit_factorised_encoder": ("vivit_factorised_encoder_tiny_p8t2_8x32", {"depth": 1, "temporal_depth": 1}),
+    "vivit_factorised_dot": ("vivit_factorised_dot_tiny_p8t2_8x32", {"depth": 1}),  # model 4: 4D attention inputs
     "xvit": ("xvit_tiny_p8_8x32", {"depth": 1}),
     "lvt": ("lvt_tiny_p8_8x32", {"depth": 1}),
     "mvitv2": ("mvitv2_tiny_8x32", {"stages": [dict(depth=1, dim=16, num_heads=1, stride=(1, 1, 1)),

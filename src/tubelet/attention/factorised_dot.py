@@ -47,13 +47,16 @@ class FactorisedDotProductAttention(nn.Module):
         half = heads // 2
         grid = (batch, half, shape.t, shape.spatial, dim)
 
-        def spatial(t: torch.Tensor) -> torch.Tensor:  # [B, heads/2, T, H*W, d]
-            return t[:, :half].reshape(grid)
+        # Groups of sequences are folded into one leading axis: attention takes [N, M, L, d]
+        # (torch.onnx translates scaled_dot_product_attention of 4D tensors only).
+        def spatial(t: torch.Tensor) -> torch.Tensor:  # [B, heads/2 * T, H*W, d]
+            return t[:, :half].reshape(batch, half * shape.t, shape.spatial, dim)
 
-        def temporal(t: torch.Tensor) -> torch.Tensor:  # [B, heads/2, H*W, T, d]
-            return t[:, half:].reshape(grid).transpose(2, 3)
+        def temporal(t: torch.Tensor) -> torch.Tensor:  # [B, heads/2 * H*W, T, d]
+            return t[:, half:].reshape(grid).transpose(2, 3).reshape(batch, half * shape.spatial, shape.t, dim)
 
         space_out = self.attn.attend(spatial(q), spatial(k), spatial(v)).reshape(batch, half, -1, dim)
-        time_out = self.attn.attend(temporal(q), temporal(k), temporal(v)).transpose(2, 3).reshape(batch, half, -1, dim)
+        time_out = self.attn.attend(temporal(q), temporal(k), temporal(v))  # [B, heads/2 * H*W, T, d]
+        time_out = time_out.unflatten(1, (half, shape.spatial)).transpose(2, 3).reshape(batch, half, -1, dim)
         out = self.attn.merge_heads(torch.cat([space_out, time_out], dim=1))  # [B, T*H*W, D]
         return x + self.drop_path(out), shape
