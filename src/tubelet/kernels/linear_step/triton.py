@@ -27,7 +27,8 @@ token (each is a query and a key),
 ``dW`` and ``db`` are float32 per-program partial sums in registers, written once per program
 and summed afterwards (deterministic, no atomics). The gradients of the shifted K and V are then
 moved back to the tokens they were read from by the same table with the offsets negated (the
-adjoint of a gather through a bijection), one elementwise kernel.
+adjoint of a gather through a bijection), one elementwise kernel over the whole ``[B, L, 3D]``
+gradient (it copies dq), so that each kernel writes one tensor.
 
 Float32 inputs use exact float32 products; 16-bit inputs are upcast and multiplied in tf32,
 accumulating in float32. On a CPU tensor the kernels run only under Triton's interpreter
@@ -209,8 +210,8 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    Q, K, V, W, Bias, SHIFT, G, DQ, DK, DV, DW, DB,
-    s_b, s_l, s_h, sg_b, sg_l, sg_h, sq_b, sq_l, sq_h, skv_b, skv_l, skv_h,
+    Q, K, V, W, Bias, SHIFT, G, DQKV, DW, DB,
+    s_b, s_l, s_h, sg_b, sg_l, sg_h, sd_b, sd_l, sd_part, sd_h,
     total_groups, groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
     FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
@@ -271,10 +272,10 @@ def _backward_kernel(
                 d_k_feat = d_k_hat
             dq = d_q_feat * _rho_grad(q, fq, FEATURE)
             dk = d_k_feat * _rho_grad(k, fk, FEATURE)
-            rows = tokens[:, None]
-            tl.store(DQ + b * sq_b + h * sq_h + rows * sq_l + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=mask)
-            tl.store(DK + b * skv_b + h * skv_h + rows * skv_l + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=mask)
-            tl.store(DV + b * skv_b + h * skv_h + rows * skv_l + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=mask)
+            d_ptr = DQKV + b * sd_b + h * sd_h + tokens[:, None] * sd_l + offs_d[None, :]
+            tl.store(d_ptr, dq.to(DQKV.dtype.element_ty), mask=mask)
+            tl.store(d_ptr + sd_part, dk.to(DQKV.dtype.element_ty), mask=mask)
+            tl.store(d_ptr + 2 * sd_part, dv.to(DQKV.dtype.element_ty), mask=mask)
     if HAS_GATE:  # this program's share of dW [d, 3d] and db [d]
         part = pid * tl.num_programs(1) + h
         offs_i = tl.arange(0, BLOCK_D)[:, None]
@@ -290,13 +291,14 @@ def _backward_kernel(
 @triton.jit
 def _unshift_kernel(X, Y, SHIFT, sx_b, sx_l, sy_b, sy_l, length, channels, grid_t, grid_h, grid_w,
                     BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
-    """``Y[b, x, c] = X[b, x - shift[c % channels], c]`` (zero outside the grid) over ``[B, L, 2 * channels]``."""
+    """``Y[b, x, c] = X[b, x - shift[c], c]`` (zero outside the grid) over ``[B, L, 3 * channels]``
+    (Q, K, V; the Q channels are copied, K's and V's share the table)."""
     b = tl.program_id(0).to(tl.int64)
     offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = (offs_l < length)[:, None] & (offs_c < 2 * channels)[None, :]
+    mask = (offs_l < length)[:, None] & (offs_c < 3 * channels)[None, :]
     table = SHIFT + (offs_c % channels) * 3
-    cols = offs_c < 2 * channels
+    cols = (offs_c >= channels) & (offs_c < 3 * channels)
     st = (offs_l // (grid_h * grid_w))[:, None] - tl.load(table, mask=cols, other=0)[None, :]
     sh = ((offs_l // grid_w) % grid_h)[:, None] - tl.load(table + 1, mask=cols, other=0)[None, :]
     sw = (offs_l % grid_w)[:, None] - tl.load(table + 2, mask=cols, other=0)[None, :]
@@ -311,7 +313,7 @@ def _config(d: int, length: int, dtype: torch.dtype, max_block: int) -> dict:
     sm_90 at d = 64 with 8 warps (Triton 3.9, ptxas's resource usage): the forward kernel takes
     178 registers and no spills with blocks of 32 tokens (245 with 64); the backward kernel,
     which holds eight ``[d, d]`` float32 tiles besides its token blocks, takes 255 registers and
-    spills 64 bytes with blocks of 16 (408 with 32, 2.7 KB with 64). Float32 inputs (exact
+    spills 32 bytes with blocks of 16 (408 with 32, 2.7 KB with 64). Float32 inputs (exact
     products on the CUDA cores, not tf32) need more: the forward kernel spills 48 bytes with
     blocks of 16 and 4.4 KB with 32."""
     block_d = max(MIN_BLOCK, triton.next_power_of_2(d))
@@ -366,8 +368,10 @@ class _LinearStep(torch.autograd.Function):
         batch, length, _, heads, d = qkv.shape
         grad = grad if grad.stride(-1) == 1 else grad.contiguous()
         q, k, v = qkv.unbind(2)
+        # The kernel writes dq and the gradients of the shifted K and V, which the shift's adjoint
+        # then moves back (one output tensor per kernel: no aliased outputs under torch.compile).
         d_qkv = torch.empty(batch, length, 3, heads, d, dtype=qkv.dtype, device=qkv.device)
-        d_kv = d_qkv[:, :, 1:] if shift is None else torch.empty(batch, length, 2, heads, d, dtype=qkv.dtype, device=qkv.device)
+        d_shifted = d_qkv if shift is None else torch.empty_like(d_qkv)
         total = batch * layout[0]
         programs = _backward_programs(total, heads, qkv.device)
         has_gate = weight is not None
@@ -375,27 +379,25 @@ class _LinearStep(torch.autograd.Function):
         d_weight = torch.empty(parts, d, 3 * d, dtype=torch.float32, device=qkv.device)
         d_bias = torch.empty(parts, d, dtype=torch.float32, device=qkv.device)
         if d_qkv.numel():
-            dq, dk, dv = d_qkv[:, :, 0], d_kv[:, :, 0], d_kv[:, :, 1]
             _backward_kernel[(programs, heads)](
                 q, k, v, q if weight is None else weight, q if bias is None else bias, q if shift is None else shift,
-                grad, dq, dk, dv, d_weight, d_bias,
-                q.stride(0), q.stride(1), q.stride(2), grad.stride(0), grad.stride(1), grad.stride(2),
-                dq.stride(0), dq.stride(1), dq.stride(2), dk.stride(0), dk.stride(1), dk.stride(2),
+                grad, d_shifted, d_weight, d_bias,
+                q.stride(0), q.stride(1), q.stride(2), grad.stride(0), grad.stride(1), grad.stride(2), *d_shifted.stride()[:4],
                 total_groups=total, offset=offset, eps=eps, **_sizes(qkv, layout, grid),
                 FEATURE=FEATURES.index(feature), HAS_GATE=has_gate, SHIFTED=shift is not None, **_config(d, layout[1], qkv.dtype, max_block=16),
             )
             if shift is not None:
-                _unshift(d_kv, d_qkv[:, :, 1:], shift, grid)
+                _unshift(d_shifted, d_qkv, shift, grid)
         grad_weight = d_weight.sum(0).to(weight.dtype) if has_gate and ctx.needs_input_grad[1] else None
         grad_bias = d_bias.sum(0).to(bias.dtype) if has_gate and ctx.needs_input_grad[2] else None
         return d_qkv, grad_weight, grad_bias, None, None, None, None, None, None
 
 
 def _unshift(shifted: torch.Tensor, out: torch.Tensor, shift: torch.Tensor, grid) -> None:
-    """``out [B, L, 2, heads, d]`` (a view) = the adjoint of the shift applied to ``shifted``."""
+    """``out [B, L, 3, heads, d]`` = ``shifted``'s Q part, and the adjoint of the shift applied to its K and V parts."""
     batch, length, _, heads, d = shifted.shape
-    block_l, block_c = 16, min(256, triton.next_power_of_2(2 * heads * d))
-    launch = (batch, triton.cdiv(length, block_l), triton.cdiv(2 * heads * d, block_c))
+    block_l, block_c = 16, min(256, triton.next_power_of_2(3 * heads * d))
+    launch = (batch, triton.cdiv(length, block_l), triton.cdiv(3 * heads * d, block_c))
     _unshift_kernel[launch](
         shifted, out, shift, shifted.stride(0), shifted.stride(1), out.stride(0), out.stride(1),
         length, heads * d, *grid, BLOCK_L=block_l, BLOCK_C=block_c,
