@@ -115,6 +115,7 @@ def test_the_softmax_kernel_switch_is_applied_and_reported(monkeypatch):
         (["bench", TINY, "--set", "depth=[1"], "--set 'depth=[1' is not YAML"),
         (["bench", TINY, "--linear-backend", "cuda-magic"], "unknown linear attention backend 'cuda-magic'"),
         (["bench", TINY, "--sdpa-backend", "fast"], "unknown softmax attention backend 'fast'"),
+        (["bench", TINY, "--device", "gpu"], "device 'gpu': tubelet bench runs on cpu or cuda"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):

@@ -104,7 +104,10 @@ def parse_overrides(items: list[str]) -> dict:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # a name torch does not know
+        raise ValueError(f"device {name!r}: tubelet bench runs on cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for, but torch {torch.__version__} sees no CUDA device")
     if device.type not in PEAK_SIZES:
