@@ -48,6 +48,50 @@ def test_errors_name_the_key(override, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.accum_steps=0", "config key 'train.accum_steps' must be >= 1, got 0"),  # was a ZeroDivisionError
+    ("train.log_every=0", "config key 'train.log_every' must be >= 1, got 0"),  # ... at the first step
+    ("eval.every=0", "config key 'eval.every' must be >= 1, got 0"),  # ... after the first epoch
+    ("train.lr=0", "config key 'train.lr' must be > 0, got 0.0"),  # ... in the schedule's min_lr / lr
+    ("train.epochs=0", "config key 'train.epochs' must be >= 1, got 0"),  # trained nothing, exit code 0
+    ("train.max_steps=0", "config key 'train.max_steps' must be >= 1, got 0"),
+    ("train.warmup_epochs=-1", "config key 'train.warmup_epochs' must be >= 0, got -1.0"),  # accepted
+    ("train.clip_grad=-1", "config key 'train.clip_grad' must be > 0 (or null: no clipping), got -1.0"),  # accepted
+    ("train.label_smoothing=1", "config key 'train.label_smoothing' must be in [0, 1), got 1.0"),
+    ("train.betas=[0.9, 1.5]", "config key 'train.betas' must be two numbers in [0, 1), got [0.9, 1.5]"),
+    ("train.batch_size=0", "config key 'train.batch_size' must be >= 1, got 0"),  # named no key
+    ("eval.batch_size=0", "config key 'eval.batch_size' must be >= 1, got 0"),  # named no key
+    ("data.num_workers=-1", "config key 'data.num_workers' must be >= 0, got -1"),  # named no key
+    ("data.max_decode_failures=2", "config key 'data.max_decode_failures' must be in [0, 1], got 2.0"),
+    ("data.hflip=2", "config key 'data.hflip' must be in [0, 1], got 2.0"),
+    ("eval.views=[0, 1]", "config key 'eval.views' must be [T, S] with both >= 1, got [0, 1]"),
+    ("train.keep_last=0", "config key 'train.keep_last' must be >= 1, got 0"),
+])
+def test_values_out_of_range_are_refused_naming_the_key(override, message):
+    with pytest.raises(ValueError) as error:
+        load_config(None, [override])
+    assert str(error.value) == message
+
+
+def test_fit_checks_a_config_built_in_python(tmp_path):
+    import dataclasses
+
+    from tubelet.engine.train import fit
+
+    config = load_config(None)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, log_every=0, device="cpu"))
+    with pytest.raises(ValueError, match="config key 'train.log_every' must be >= 1, got 0"):
+        fit(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_out_of_range_value_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
+    from tubelet.cli import main
+
+    assert main(["train", "synth_tiny", "train.log_every=0", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == "tubelet train: error: config key 'train.log_every' must be >= 1, got 0\n"
+
+
 def test_unknown_key_in_a_recipe_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"unknown config key 'train.batchsize' \(did you mean 'train.batch_size'\?\)"):
         load_config(_recipe(tmp_path, "train: {batchsize: 4}\n"))

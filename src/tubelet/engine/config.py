@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -224,7 +224,48 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         if key not in valid:
             raise _unknown_key(str(key), valid)
     sections = {name: _section(name, schema, raw.get(name)) for name, schema in _SECTIONS.items()}
-    return Config(model=_model_config(raw.get("model", {})), **sections)
+    config = Config(model=_model_config(raw.get("model", {})), **sections)
+    check_limits(config)
+    return config
+
+
+def _between(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+    def check(value: float) -> bool:
+        return (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    return check
+
+
+_COUNT, _ZERO_OR_MORE, _PROBABILITY = (lambda v: v >= 1, ">= 1"), (lambda v: v >= 0, ">= 0"), (_between(0, 1), "in [0, 1]")
+# The values a field can take beyond its type: counts the engine divides by or loops over, rates,
+# probabilities. A None where the type allows it (max_steps, clip_grad, ...) means "off" and passes.
+LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.num_frames": _COUNT, "data.frame_interval": _COUNT, "data.img_size": _COUNT,
+    "data.num_workers": _ZERO_OR_MORE, "data.max_decode_failures": _PROBABILITY, "data.hflip": _PROBABILITY,
+    "data.random_erasing": _PROBABILITY, "data.mixup_alpha": _ZERO_OR_MORE, "data.cutmix_alpha": _ZERO_OR_MORE,
+    "data.mixup_prob": _PROBABILITY,
+    "train.epochs": _COUNT, "train.max_steps": _COUNT, "train.batch_size": _COUNT, "train.accum_steps": _COUNT,
+    "train.lr": (lambda v: v > 0, "> 0"), "train.min_lr": _ZERO_OR_MORE, "train.warmup_epochs": _ZERO_OR_MORE,
+    "train.momentum": (_between(0, 1, high_open=True), "in [0, 1)"),
+    "train.betas": (lambda v: all(_between(0, 1, high_open=True)(b) for b in v), "two numbers in [0, 1)"),
+    "train.weight_decay": _ZERO_OR_MORE, "train.layer_decay": (lambda v: v > 0, "> 0"),
+    "train.label_smoothing": (_between(0, 1, high_open=True), "in [0, 1)"),
+    "train.clip_grad": (lambda v: v > 0, "> 0 (or null: no clipping)"),
+    "train.ema_decay": (_between(0, 1, low_open=True, high_open=True), "in (0, 1) (or null: no EMA)"),
+    "train.keep_last": _COUNT, "train.save_every_steps": (lambda v: v >= 0, ">= 0 (0 or null: at epoch ends only)"),
+    "train.log_every": _COUNT,
+    "eval.views": (lambda v: min(v) >= 1, "[T, S] with both >= 1"), "eval.resize_to": _COUNT,
+    "eval.batch_size": _COUNT, "eval.every": _COUNT,
+}
+
+
+def check_limits(config: Config) -> None:
+    """A ``ValueError`` naming the first key of ``LIMITS`` whose value is out of range."""
+    for key, (ok, expected) in LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is not None and not ok(value):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ValueError(f"config key '{key}' must be {expected}, got {shown!r}")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

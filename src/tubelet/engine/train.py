@@ -42,7 +42,7 @@ from tubelet.data.datasets import derive_seed
 from tubelet.data.failures import FailureTracker
 from tubelet.data.mixup import MixupCutmix
 from tubelet.engine import checkpoint as ckpt
-from tubelet.engine.config import Config, config_to_dict, load_config, save_config
+from tubelet.engine.config import Config, check_limits, config_to_dict, load_config, save_config
 from tubelet.engine.device import autocast, autocast_dtype
 from tubelet.engine.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from tubelet.engine.ema import ModelEma
@@ -312,9 +312,8 @@ def setup_run(config: Config, run_dir: str | Path, *, resume: bool = False, allo
     config, notes = ckpt.adopt_init_normalisation(config)
     for note in notes:
         _say(dist, stream, note)
+    check_limits(config)  # a Config built in Python has not been through config_from_dict
     train_cfg = config.train
-    if train_cfg.keep_last < 1:
-        raise ValueError(f"train.keep_last must be >= 1, got {train_cfg.keep_last}")
     micro_batch = _micro_batch(config, dist.world_size)
     amp_dtype = autocast_dtype(train_cfg.precision, dist.device)
     resume_from = _prepare_run_dir(run_dir, config, resume, allow_changes, dist, stream)
