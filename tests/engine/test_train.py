@@ -119,3 +119,30 @@ def test_init_from_a_checkpoint_refuses_another_head_unless_asked(tmp_path, tiny
         stream=log)
     assert "new head: shape-mismatched key(s) head.bias, head.weight" in log.getvalue()
     fit(load_config(None, base + [f"train.init={saved}"]), tmp_path / "d", stream=io.StringIO())
+
+
+def test_init_from_a_model_saved_for_another_input_resizes_its_tables(tmp_path, tiny_synth):
+    """transformers #38027: a checkpoint of 8 frames x 32 px starts a run of 4 x 16 as
+    ``tubelet.load_model(path, num_frames=4, img_size=16)`` would rebuild it; another depth stays refused."""
+    torch.manual_seed(0)
+    tubelet.save_model(tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=12, depth=1, embed_dim=32,
+                                            num_heads=2, num_frames=8, img_size=32), tmp_path / "k8x32")
+    target = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=12, depth=1, embed_dim=32, num_heads=2,
+                                  num_frames=4, img_size=16)
+    notes = ckpt.load_init(target, tmp_path / "k8x32")
+    assert notes == [f"init {tmp_path / 'k8x32'}: saved for 8 frames of 32 px, rebuilt for 4 of 16 (positional tables resized)"]
+    expected = tubelet.load_model(tmp_path / "k8x32", num_frames=4, img_size=16).state_dict()
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    assert target.state_dict()["pos_embed.temporal"].shape == (1, 4, 32)
+
+    log = io.StringIO()
+    fit(load_config(None, tiny_overrides(tiny_synth) + ["train.max_steps=1", f"train.init={tmp_path / 'k8x32'}"]),
+        tmp_path / "run", stream=log)
+    assert "rebuilt for 4 of 16 (positional tables resized)" in log.getvalue()
+
+    deeper = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=12, depth=2, embed_dim=32, num_heads=2,
+                                  num_frames=4, img_size=16)
+    with pytest.raises(ValueError, match=r"k8x32/model.safetensors: missing keys: blocks.1.attn.temporal_norm.weight") as error:
+        ckpt.load_init(deeper, tmp_path / "k8x32")
+    assert "new_head" not in str(error.value)  # the hint only where the classifier differs

@@ -26,7 +26,7 @@ from torch import nn
 from tubelet.convert.imagenet import is_image_checkpoint
 from tubelet.engine.config import Config, DataConfig, EvalConfig, ModelConfig, load_config
 from tubelet.files import atomic_folder, atomic_write_json, remove_folder, sweep_temporary
-from tubelet.models.serialization import read_config, read_weights
+from tubelet.models.serialization import for_input, load_model, read_config, read_weights
 from tubelet.models.metadata import ModelMetadata
 
 CHECKPOINTS = "checkpoints"
@@ -167,7 +167,27 @@ def load_weights(
     another shape, named in the error. With ``new_head``, differences confined to the classifier
     (``head_prefix``) are allowed: those parameters keep their fresh initialisation. Returns notes
     on what was left out (empty when everything matched)."""
-    loaded = read_weights(path)
+    return _load_state(model, read_weights(path), path, new_head=new_head, head_prefix=head_prefix)
+
+
+def load_init(model: nn.Module, init: str | Path, *, new_head: bool = False) -> list[str]:
+    """``train.init``'s weights (a checkpoint, a run's best, a saved or converted model) into
+    ``model``, as ``load_weights`` loads them; a model saved for other frames or another size is
+    first rebuilt for ``model``'s, its positional tables resized as ``tubelet.load_model(path,
+    num_frames=..., img_size=...)`` resizes them, which the first note says."""
+    folder = resolve_checkpoint(init)
+    saved = load_model(folder)
+    have = (saved.metadata.num_frames, saved.metadata.img_size)
+    want = (model.metadata.num_frames, model.metadata.img_size)
+    if have == want:
+        return load_weights(model, folder / WEIGHTS, new_head=new_head)
+    note = (f"init {folder}: saved for {have[0]} frames of {have[1]} px, rebuilt for {want[0]} of {want[1]} "
+            f"(positional tables resized)")
+    return [note, *_load_state(model, for_input(saved, *want).state_dict(), folder / WEIGHTS, new_head=new_head)]
+
+
+def _load_state(model: nn.Module, loaded: dict[str, torch.Tensor], path: str | Path, *, new_head: bool,
+                head_prefix: str = "head.") -> list[str]:
     own = model.state_dict()
     missing = [k for k in own if k not in loaded]
     unexpected = [k for k in loaded if k not in own]
@@ -190,7 +210,8 @@ def load_weights(
         shapes = [f"{k} (file {tuple(loaded[k].shape)}, model {tuple(own[k].shape)})" for k in mismatched]
         problems.append(f"shape mismatches: {', '.join(shapes)}")
     if problems:
-        hint = "" if new_head else "; pass train.new_head=true to train a new classifier"
+        in_head = any(k.startswith(head_prefix) for k in missing + unexpected + mismatched)
+        hint = "; pass train.new_head=true to train a new classifier" if in_head and not new_head else ""
         raise ValueError(f"cannot load {path}: {'; '.join(problems)}{hint}")
     model.load_state_dict(loaded, strict=False)
     return notes

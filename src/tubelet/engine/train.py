@@ -239,8 +239,7 @@ def _training_model(config: Config, num_classes: int, class_names: list[str], di
         if is_image_checkpoint(train_cfg.init):  # an image ViT or MViTv2: tubelet.convert.imagenet's rules
             notes = init_from_image(model, train_cfg.init).lines()
         else:
-            notes = ckpt.load_weights(model, ckpt.resolve_checkpoint(train_cfg.init) / ckpt.WEIGHTS,
-                                      new_head=train_cfg.new_head)
+            notes = ckpt.load_init(model, train_cfg.init, new_head=train_cfg.new_head)
         for note in notes:
             _say(dist, stream, note)
     if train_cfg.grad_checkpointing:
