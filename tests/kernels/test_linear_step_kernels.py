@@ -126,6 +126,58 @@ def test_bad_inputs_are_refused():
         triton_linear_step(qkv, weight, bias, **{**good, "feature": "exp"})
 
 
+COMPILE_FOR_SM90 = """
+import inspect, sys, torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from tubelet.kernels.linear_step import triton as kernels
+
+def compile_for_sm90(fn, constants, num_warps):
+    names = list(inspect.signature(fn.fn).parameters)
+    def kind(name):
+        if name in ("W", "Bias", "DW", "DB"):
+            return "*fp32"
+        if name == "SHIFT":
+            return "*i32"
+        if name in ("offset", "eps"):
+            return "fp32"
+        return "*bf16" if name[0].isupper() else "i32"
+    signature = {name: "constexpr" if name in constants else kind(name) for name in names}
+    source = ASTSource(fn=fn, signature=signature, constexprs={(names.index(n),): v for n, v in constants.items()})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+
+flags = dict(FEATURE=0, HAS_GATE=True, SHIFTED=True)
+for fn, block in ((kernels._forward_kernel, 32), (kernels._backward_kernel, 16)):
+    config = kernels._config(64, 196, torch.bfloat16, max_block=block)
+    warps = config.pop("num_warps")
+    compiled = compile_for_sm90(fn, {**flags, **config}, warps)
+    print(fn.fn.__name__, compiled.metadata.shared, len(compiled.asm["cubin"]))
+compiled = compile_for_sm90(kernels._unshift_kernel, dict(BLOCK_L=16, BLOCK_C=256), 4)
+print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]))
+"""
+
+
+def test_kernels_compile_for_an_h200_without_one(tmp_path):
+    """The interpreter runs the kernels' Python, not Triton's compiler: compile them here for
+    sm_90 (Triton's own ptxas, no GPU needed) at LVT base's configuration, bf16, and check that
+    each fits the 227 KB of shared memory an H100/H200 program may use."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env.update(TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90], capture_output=True, text=True, env=env, timeout=120)
+    if result.returncode and "ptxas" in result.stderr and "not found" in result.stderr.lower():
+        pytest.skip(f"this triton has no ptxas to compile for CUDA: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    assert set(lines) == {"_forward_kernel", "_backward_kernel", "_unshift_kernel"}
+    for name, numbers in lines.items():
+        shared, cubin = map(int, numbers.split())
+        assert cubin > 0 and shared <= 227 * 1024, (name, shared)
+
+
 class CountFused:
     """Counts the fused kernel's calls from the attention step."""
 
