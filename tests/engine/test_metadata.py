@@ -170,8 +170,12 @@ OFFICIAL_RECIPES = {"timesformer_divided_k400_8x224": "timesformer", "mvitv2_sma
 
 
 @pytest.mark.parametrize("recipe, fmt", OFFICIAL_RECIPES.items())
-def test_recipes_of_official_configs_use_the_official_normalisation(recipe, fmt):
+def test_recipes_of_official_configs_feed_clips_as_the_converted_checkpoints_are_fed(recipe, fmt):
     from tubelet.convert import PREPROCESSING
 
-    data = load_config(recipe).data
-    assert (data.mean, data.std) == (PREPROCESSING[fmt]["mean"], PREPROCESSING[fmt]["std"])
+    config = load_config(recipe)
+    official = PREPROCESSING[fmt]
+    assert (config.data.mean, config.data.std) == (official["mean"], official["std"])
+    assert (config.data.sampling, config.eval.views) == (official["sampling"], official["views"])
+    if config.data.sampling == "dense":
+        assert config.data.frame_interval == official["frame_interval"]

@@ -88,12 +88,13 @@ def _name_batch_axis(onnx_program) -> None:
     axis = onnx_program.model.graph.inputs[0].shape[0]
     if isinstance(axis, int):
         return
+    mapping = {axis.value: BATCH_AXIS}  # by the symbol's name, which every version's pass takes
     if hasattr(onnx_program, "rename_axes"):
-        onnx_program.rename_axes({axis: BATCH_AXIS})
+        onnx_program.rename_axes(mapping)
     else:  # torch before ONNXProgram.rename_axes (pytorch#172032): the pass behind it
         from torch.onnx._internal.exporter import _ir_passes
 
-        _ir_passes.rename_axis(onnx_program.model, {axis: BATCH_AXIS})
+        _ir_passes.rename_axis(onnx_program.model, mapping)
 
 
 def exported_record(path: str | os.PathLike) -> dict:
