@@ -87,7 +87,9 @@ def attention(
     -> [N, heads, Lq, e]``; ``mask`` boolean (True: may attend) or additive, broadcastable to
     ``[N, heads, Lq, Lk]``."""
     sequences = q.shape[0]
-    if q.dim() != 4 or sequences <= MAX_GRID_SEQUENCES:
+    # An exported program (dynamic batch) keeps one call: comparing its symbolic N with the limit
+    # would make torch.export specialise the batch; the runtime that runs it launches its own kernels.
+    if q.dim() != 4 or torch.compiler.is_exporting() or sequences <= MAX_GRID_SEQUENCES:
         return _sdpa(q, k, v, mask, dropout_p)
 
     def rows(x: torch.Tensor | None, start: int) -> torch.Tensor | None:
