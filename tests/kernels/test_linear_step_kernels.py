@@ -83,14 +83,14 @@ def test_fused_step_matches_reference_forward_and_backward(grouping, shape, head
     check_against_reference(qkv, weight, bias, 1e-5, **options(grouping, shape, feature, shifts, heads, d))
 
 
-def test_backward_programs_that_take_several_groups_sum_the_gate_gradients(monkeypatch):
-    """With fewer backward programs than groups, each program loops over groups and the gate's
-    partial gradients of all programs are summed."""
+def test_programs_that_take_several_groups_sum_the_gate_gradients(monkeypatch):
+    """With fewer programs than groups, each program loops over groups (forward and backward)
+    and the gate's partial gradients of all programs are summed."""
     from tubelet.kernels.linear_step import triton as kernels
 
     monkeypatch.setattr(kernels, "TARGET_PROGRAMS", 4)  # 2 heads: 2 programs per head for 6 groups
     shape = VideoShape(2, 2, 3)
-    assert kernels._backward_programs(2 * shape.spatial, 2, torch.device("cpu")) == 2  # on CUDA: twice the SMs
+    assert kernels._programs(2 * shape.spatial, 2, torch.device("cpu")) == 2  # on CUDA: twice the SMs
     qkv, weight, bias = step_inputs(3, 2, shape, 2, 8, gate=True)
     check_against_reference(qkv, weight, bias, 1e-5, **options("tube", shape, "relu", "spatial", 2, 8))
 

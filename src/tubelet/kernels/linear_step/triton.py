@@ -10,12 +10,14 @@ attention output ``[B, L, heads, d]``, for one token row of one head:
     q^, k^ = gamma q~, gamma k~
     S = sum_j k^_j^T v_j,  z = sum_j k^_j  over the row's group;  y = q^ S / max(q^ . z, eps)
 
-Forward: one program per (group, head); pass 1 over the group's tokens builds ``S [d, d]`` and
-``z [d]`` in float32 registers, pass 2 recomputes ``q^`` (the gate needs the token's k and v
-too) and writes ``y``. Nothing but ``y`` is written.
+Each program takes one head and a strided share of the groups (about two programs per SM in
+all), loading the gate's weights once for all of them.
 
-Backward: each program takes one head and a strided share of the groups, and per group makes
-three passes: ``S, z``; then ``dS = sum_i q^_i^T dN_i`` and ``dz = sum_i dD_i q^_i`` with
+Forward: per group, pass 1 over its tokens builds ``S [d, d]`` and ``z [d]`` in float32
+registers, pass 2 recomputes ``q^`` (the gate needs the token's k and v too) and writes ``y``.
+Nothing but ``y`` is written.
+
+Backward: per group, three passes: ``S, z``; then ``dS = sum_i q^_i^T dN_i`` and ``dz = sum_i dD_i q^_i`` with
 ``dN_i = g_i / D_i`` and ``dD_i = -(g_i . y_i) / D_i`` (0 where the clamp is active); then, per
 token (each is a query and a key),
 
@@ -180,32 +182,35 @@ def _output_grads(q_hat, g, state, k_sum, eps, PRECISION: tl.constexpr):
 def _forward_kernel(
     Q, K, V, W, Bias, SHIFT, O,
     s_b, s_l, s_h, so_b, so_l, so_h,
-    groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
+    total_groups, groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
     FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    group = tl.program_id(0)
+    pid = tl.program_id(0)
     h = tl.program_id(1)
-    b = (group // groups).to(tl.int64)
-    token0 = (group % groups) * group_stride
-    q_ptr = Q + b * s_b + h * s_h
-    k_ptr = K + b * s_b + h * s_h
-    v_ptr = V + b * s_b + h * s_h
-    o_ptr = O + b * so_b + h * so_h
+    programs = tl.num_programs(0)
     wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
     shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
-    state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
-                          wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
     offs_d = tl.arange(0, BLOCK_D)
-    for start in range(0, length, BLOCK_L):
-        tokens, mask, _, _, _, _, _, q_feat, _, gamma = _tile(
-            q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
-            wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
-        q_hat = gamma * q_feat
-        numerator = tl.dot(q_hat, state, input_precision=PRECISION)
-        denominator = tl.maximum(tl.sum(q_hat * k_sum[None, :], axis=1), eps).to(tl.float32)
-        out = numerator / denominator[:, None]
-        tl.store(o_ptr + tokens[:, None] * so_l + offs_d[None, :], out.to(O.dtype.element_ty), mask=mask)
+    for group in range(pid, total_groups, programs):
+        b = (group // groups).to(tl.int64)
+        token0 = (group % groups) * group_stride
+        q_ptr = Q + b * s_b + h * s_h
+        k_ptr = K + b * s_b + h * s_h
+        v_ptr = V + b * s_b + h * s_h
+        o_ptr = O + b * so_b + h * so_h
+        state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                              grid_t, grid_h, grid_w, wq, wk, wv, bias, offset,
+                              FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        for start in range(0, length, BLOCK_L):
+            tokens, mask, _, _, _, _, _, q_feat, _, gamma = _tile(
+                q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                grid_t, grid_h, grid_w, wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            q_hat = gamma * q_feat
+            numerator = tl.dot(q_hat, state, input_precision=PRECISION)
+            denominator = tl.maximum(tl.sum(q_hat * k_sum[None, :], axis=1), eps).to(tl.float32)
+            out = numerator / denominator[:, None]
+            tl.store(o_ptr + tokens[:, None] * so_l + offs_d[None, :], out.to(O.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -325,9 +330,10 @@ def _config(d: int, length: int, dtype: torch.dtype, max_block: int) -> dict:
     )
 
 
-def _backward_programs(total_groups: int, heads: int, device: torch.device) -> int:
-    """Programs per head in the backward pass: enough to fill the device, few enough that the
-    per-program partial gradients of the gate stay small."""
+def _programs(total_groups: int, heads: int, device: torch.device) -> int:
+    """Programs per head, each taking every ``programs``-th group: enough to fill the device, few
+    enough that each program's load of the gate's ``[d, 3d]`` weights (and, backward, its
+    partial gradients) serves several short groups (the tube step's 16 tokens)."""
     target = TARGET_PROGRAMS
     if device.type == "cuda":
         target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
@@ -353,10 +359,11 @@ class _LinearStep(torch.autograd.Function):
         ctx.save_for_backward(qkv, weight, bias, shift)
         ctx.options = (feature, offset, eps, layout, grid)
         if out.numel():
-            _forward_kernel[(batch * layout[0], heads)](
+            total = batch * layout[0]
+            _forward_kernel[(_programs(total, heads, qkv.device), heads)](
                 q, k, v, q if weight is None else weight, q if bias is None else bias, q if shift is None else shift, out,
                 q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-                offset=offset, eps=eps, **_sizes(qkv, layout, grid), **flags,
+                total_groups=total, offset=offset, eps=eps, **_sizes(qkv, layout, grid), **flags,
                 **_config(d, layout[1], qkv.dtype, max_block=16 if qkv.dtype == torch.float32 else 32),
             )
         return out
@@ -373,7 +380,7 @@ class _LinearStep(torch.autograd.Function):
         d_qkv = torch.empty(batch, length, 3, heads, d, dtype=qkv.dtype, device=qkv.device)
         d_shifted = d_qkv if shift is None else torch.empty_like(d_qkv)
         total = batch * layout[0]
-        programs = _backward_programs(total, heads, qkv.device)
+        programs = _programs(total, heads, qkv.device)
         has_gate = weight is not None
         parts = programs * heads if has_gate else 1
         d_weight = torch.empty(parts, d, 3 * d, dtype=torch.float32, device=qkv.device)
