@@ -9,11 +9,16 @@ launch.
 
 | name | kernel | when it applies |
 | --- | --- | --- |
-| ``auto`` (default) | PyTorch's own choice, per call | always |
+| ``auto`` (default) | PyTorch's choice, except ``efficient`` for keys of at most 16 on CUDA | always |
 | ``flash`` | FlashAttention-2 | CUDA, fp16/bf16, no mask; also the CPU flash kernel |
 | ``cudnn`` | cuDNN's fused attention | CUDA (Hopper: its flash kernel) |
 | ``efficient`` | memory-efficient attention (xFormers) | CUDA, any dtype, masks |
 | ``math`` | the unfused reference (``softmax(QK^T/sqrt(d))V`` as matmuls) | always |
+
+``auto``'s exception is measured (H200, bf16, ``benchmarks/gpu_throughput.py --sections sdpa``,
+BENCHMARKS.md): at 8 and 16 keys, TimeSformer's temporal steps, the memory-efficient kernel takes
+0.66x the time of PyTorch's choice there (cuDNN) and of flash, while at 197 and 785 keys cuDNN is
+fastest. Under ``torch.compile`` ``auto`` leaves the choice to the compiler.
 
 A named kernel that cannot run a call is an error from PyTorch naming why, never a silent
 fallback. Every setting computes the same function: tests hold each to a float64 reference at
@@ -45,6 +50,8 @@ SDPA_BACKENDS = {
     "math": SDPBackend.MATH,
 }
 MAX_GRID_SEQUENCES = 65535  # CUDA's limit on a grid's y and z extents
+SHORT_KEYS = 16  # at most this many keys: "auto" prefers the memory-efficient kernel on CUDA
+SHORT_KEY_PRIORITY = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 _active = "auto"
 
@@ -74,6 +81,9 @@ def sdpa_backend(name: str | None) -> Iterator[None]:
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
     backend = SDPA_BACKENDS[_active]
+    if backend is None and q.is_cuda and k.shape[-2] <= SHORT_KEYS and not torch.compiler.is_compiling():
+        with sdpa_kernel(SHORT_KEY_PRIORITY, set_priority=True):  # the others where it cannot run the call
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     if backend is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     with sdpa_kernel(backend):
