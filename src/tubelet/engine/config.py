@@ -115,7 +115,7 @@ class Config:
 
 
 _SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
-RECIPES_DIR = Path(__file__).resolve().parents[3] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # package data; `recipes/` in the checkout links here
 
 
 def _unknown_key(key: str, valid: list[str]) -> ValueError:
