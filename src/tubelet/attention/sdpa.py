@@ -5,7 +5,8 @@ launch.
     attention(q [N, heads, Lq, d], k [N, heads, Lk, d], v [N, heads, Lk, e], mask, dropout_p)
         -> [N, heads, Lq, e]
 
-``set_sdpa_backend(name)`` (or the ``sdpa_backend(name)`` context) picks the kernel:
+``set_sdpa_backend(name)`` (or the ``sdpa_backend(name)`` block; both are ``SDPA_BACKEND``, a
+``tubelet.attention.switch.Switch``) picks the kernel:
 
 | name | kernel | when it applies |
 | --- | --- | --- |
@@ -35,12 +36,11 @@ nothing in the result (sequences are independent).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from tubelet.attention.switch import Switch
 
 SDPA_BACKENDS = {
     "auto": None,
@@ -53,34 +53,12 @@ MAX_GRID_SEQUENCES = 65535  # CUDA's limit on a grid's y and z extents
 SHORT_KEYS = 16  # at most this many keys: "auto" prefers the memory-efficient kernel on CUDA
 SHORT_KEY_PRIORITY = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
-_active = "auto"
-
-
-def set_sdpa_backend(name: str) -> None:
-    """Choose the kernel behind every softmax attention (process-wide)."""
-    global _active
-    if name not in SDPA_BACKENDS:
-        raise ValueError(f"unknown softmax attention backend {name!r}; expected one of {', '.join(SDPA_BACKENDS)}")
-    _active = name
-
-
-def get_sdpa_backend() -> str:
-    return _active
-
-
-@contextmanager
-def sdpa_backend(name: str | None) -> Iterator[None]:
-    """Run with ``set_sdpa_backend(name)`` (None: leave it), then restore the previous setting."""
-    previous = _active
-    set_sdpa_backend(name or previous)
-    try:
-        yield
-    finally:
-        set_sdpa_backend(previous)
+SDPA_BACKEND = Switch("softmax attention backend", SDPA_BACKENDS, "auto")
+set_sdpa_backend, get_sdpa_backend, sdpa_backend = SDPA_BACKEND.set, SDPA_BACKEND.get, SDPA_BACKEND.using
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
-    backend = SDPA_BACKENDS[_active]
+    backend = SDPA_BACKENDS[SDPA_BACKEND.get()]
     if backend is None and q.is_cuda and k.shape[-2] <= SHORT_KEYS and not torch.compiler.is_compiling():
         with sdpa_kernel(SHORT_KEY_PRIORITY, set_priority=True):  # the others where it cannot run the call
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

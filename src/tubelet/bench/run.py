@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tubelet.attention.linear import functional
-from tubelet.attention.sdpa import get_sdpa_backend, sdpa_backend
+from tubelet.attention.sdpa import get_sdpa_backend
+from tubelet.attention.switch import fast_paths
 from tubelet.bench.reference import ReferenceUnavailable, build_reference
 from tubelet.bench.timing import PEAK_SIZES, capture_cuda_graph, matmul_peak, time_repetitions
 from tubelet.models.registry import create_model, model_arguments
@@ -123,15 +124,7 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     return name
 
 
-@contextlib.contextmanager
-def linear_backend(name: str | None) -> Iterator[None]:
-    """Run with ``functional.set_backend(name)`` (None: leave it), then restore the previous one."""
-    previous = functional.get_backend()
-    functional.set_backend(name or previous)
-    try:
-        yield
-    finally:
-        functional.set_backend(previous)
+linear_backend = functional.LINEAR_BACKEND.using  # a block with one linear attention backend (None: unchanged)
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -273,7 +266,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda line: Non
         raise ValueError("--cuda-graph captures inference steps on a CUDA device only")
     peak = matmul_peak(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = []
-    with linear_backend(config.linear_backend), sdpa_backend(config.sdpa_backend):
+    with fast_paths(sdpa=config.sdpa_backend, linear=config.linear_backend):
         for name in config.models:
             for frames, size, args in _cells(name, config):
                 rows += _bench_model(name, frames, size, args, config, device, dtype, peak, log)

@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from tubelet.attention.switch import Switch
 from tubelet.kernels.linear_attention import triton_linear_attention
 
 LinearAttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -54,26 +55,14 @@ def _linear_attention_torch(q_feat: torch.Tensor, k_feat: torch.Tensor, v: torch
 
 
 _BACKENDS: dict[str, LinearAttentionFn] = {"torch": _linear_attention_torch}
-_active_backend = "torch"
+LINEAR_BACKEND = Switch("linear attention backend", _BACKENDS, "torch")
+set_backend, get_backend, backend = LINEAR_BACKEND.set, LINEAR_BACKEND.get, LINEAR_BACKEND.using
 
 
 def register_backend(name: str, fn: LinearAttentionFn) -> None:
     """Make ``fn(q_feat, k_feat, v, eps)`` selectable as ``set_backend(name)``."""
-    if name in _BACKENDS:
-        raise ValueError(f"linear attention backend {name!r} is registered twice")
+    LINEAR_BACKEND.add(name)
     _BACKENDS[name] = fn
-
-
-def set_backend(name: str) -> None:
-    """Choose the implementation behind ``linear_attention`` (process-wide)."""
-    global _active_backend
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown linear attention backend {name!r}; expected one of {sorted(_BACKENDS)}")
-    _active_backend = name
-
-
-def get_backend() -> str:
-    return _active_backend
 
 
 def linear_attention(q_feat: torch.Tensor, k_feat: torch.Tensor, v: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
@@ -83,7 +72,7 @@ def linear_attention(q_feat: torch.Tensor, k_feat: torch.Tensor, v: torch.Tensor
             f"linear attention needs q_feat [..., Lq, m], k_feat [..., Lk, m], v [..., Lk, e]; "
             f"got {tuple(q_feat.shape)}, {tuple(k_feat.shape)}, {tuple(v.shape)}"
         )
-    return _BACKENDS[_active_backend](q_feat, k_feat, v, eps)
+    return _BACKENDS[LINEAR_BACKEND.get()](q_feat, k_feat, v, eps)
 
 
 def reference_linear_attention(

@@ -1,0 +1,59 @@
+"""A process-wide choice among named implementations of one computation: the fast-path switches
+of the attention package (issue 12). Each setting must compute the same function within the
+tolerance its tests state; a switch chooses an implementation, never a result.
+
+| switch | module | names |
+| --- | --- | --- |
+| ``SDPA_BACKEND`` | ``tubelet.attention.sdpa`` | auto, flash, cudnn, efficient, math |
+| ``LINEAR_BACKEND`` | ``tubelet.attention.linear.functional`` | torch, triton |
+
+``fast_paths(sdpa=..., linear=...)`` sets both for a block and restores them after.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+
+class Switch:
+    """One named choice: ``set(name)``, ``get()``, ``using(name)`` (a block; None keeps the current),
+    ``add(name)`` for an implementation registered later."""
+
+    def __init__(self, what: str, names: Iterable[str], default: str):
+        self.what = what
+        self.names = list(names)
+        self._active = default
+        self.set(default)
+
+    def add(self, name: str) -> None:
+        if name in self.names:
+            raise ValueError(f"{self.what} {name!r} is registered twice")
+        self.names.append(name)
+
+    def set(self, name: str) -> None:
+        if name not in self.names:
+            raise ValueError(f"unknown {self.what} {name!r}; expected one of {', '.join(self.names)}")
+        self._active = name
+
+    def get(self) -> str:
+        return self._active
+
+    @contextmanager
+    def using(self, name: str | None) -> Iterator[None]:
+        previous = self._active
+        self.set(name or previous)
+        try:
+            yield
+        finally:
+            self._active = previous
+
+
+@contextmanager
+def fast_paths(*, sdpa: str | None = None, linear: str | None = None) -> Iterator[None]:
+    """Softmax attention's kernel and linear attention's backend for a block (None: unchanged)."""
+    from tubelet.attention.linear.functional import LINEAR_BACKEND
+    from tubelet.attention.sdpa import SDPA_BACKEND
+
+    with SDPA_BACKEND.using(sdpa), LINEAR_BACKEND.using(linear):
+        yield
