@@ -89,11 +89,12 @@ def test_architecture_without_reference_and_disagreeing_outputs(monkeypatch):
 
 def test_command_line_reproduces_the_config():
     config = BenchConfig(models=(TINY, "lvt_tiny_p8_8x32"), frames=(8, 16), batches=(1, 4), compare=True, cuda_graph=True,
-                         compile="max-autotune", linear_backend="triton", sdpa_backend="efficient",
+                         compile="max-autotune", linear_backend="triton", sdpa_backend="efficient", norm_backend="triton",
                          overrides={"attention_options": {"variant": "elu"}})
     args = _build_parser().parse_args(shlex.split(command_line(config))[1:])
     assert (tuple(args.models), tuple(args.frames), tuple(args.batch), args.compile, args.cuda_graph, args.linear_backend,
-            args.sdpa_backend) == (config.models, config.frames, config.batches, "max-autotune", True, "triton", "efficient")
+            args.sdpa_backend, args.norm_backend) == (config.models, config.frames, config.batches, "max-autotune", True, "triton",
+                                                      "efficient", "triton")
     assert bench_run.parse_overrides(args.overrides) == config.overrides
 
 

@@ -9,6 +9,7 @@ from tubelet.attention.base import MultiHeadAttention
 from tubelet.attention.grouping import partition, unpartition
 from tubelet.attention.registry import register_attention
 from tubelet.layers.drop_path import DropPath
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 
 
@@ -37,10 +38,10 @@ class DividedSpaceTimeAttention(nn.Module):
         norm_eps: float = 1e-6,
     ):
         super().__init__()
-        self.temporal_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.temporal_norm = LayerNorm(dim, eps=norm_eps)
         self.temporal_attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.temporal_fc = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm = LayerNorm(dim, eps=norm_eps)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.drop_path = DropPath(drop_path)
 

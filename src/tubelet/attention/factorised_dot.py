@@ -8,6 +8,7 @@ from torch import nn
 from tubelet.attention.base import MultiHeadAttention
 from tubelet.attention.registry import register_attention
 from tubelet.layers.drop_path import DropPath
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 
 
@@ -35,7 +36,7 @@ class FactorisedDotProductAttention(nn.Module):
         super().__init__()
         if num_heads % 2:
             raise ValueError(f"factorised dot-product attention splits heads in two; num_heads={num_heads} is odd")
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm = LayerNorm(dim, eps=norm_eps)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.drop_path = DropPath(drop_path)
 

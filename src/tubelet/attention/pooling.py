@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tubelet.attention.core import SoftmaxCore
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 
 Factors = tuple[int, int, int]
@@ -178,7 +179,7 @@ class PoolingAttention(nn.Module):
         for name, kernel, pooled in (("q", self.kernel_q, self.pools_q), ("k", self.kernel_kv, self.pools_kv), ("v", self.kernel_kv, self.pools_kv)):
             if pooled and mode == "conv":
                 setattr(self, f"pool_{name}", HeadConv(self.head_dim, kernel))
-                setattr(self, f"norm_{name}", nn.LayerNorm(self.head_dim, eps=norm_eps))
+                setattr(self, f"norm_{name}", LayerNorm(self.head_dim, eps=norm_eps))
         self.rel_pos = rel_pos
         if rel_pos:
             spatial, temporal = self.table_lengths(self.shape)

@@ -6,7 +6,7 @@ launch.
         -> [N, heads, Lq, e]
 
 ``set_sdpa_backend(name)`` (or the ``sdpa_backend(name)`` block; both are ``SDPA_BACKEND``, a
-``tubelet.attention.switch.Switch``) picks the kernel:
+``tubelet.switch.Switch``) picks the kernel:
 
 | name | kernel | when it applies |
 | --- | --- | --- |
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tubelet.attention.switch import Switch
+from tubelet.switch import Switch
 
 SDPA_BACKENDS = {
     "auto": None,

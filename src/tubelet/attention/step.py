@@ -22,6 +22,7 @@ from tubelet.attention.base import MultiHeadAttention
 from tubelet.attention.grouping import Grouping, attend_in_groups
 from tubelet.attention.shift import ChannelShift
 from tubelet.layers.drop_path import DropPath
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 
 
@@ -68,7 +69,7 @@ class AttentionStep(nn.Module):
         self.shifts = tuple(shifts)
         self.shift_after_fixation = shift_after_fixation
         self.summary = summary
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm = LayerNorm(dim, eps=norm_eps)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, core=core)
         self.features = features
         self.fixation = fixation

@@ -34,7 +34,8 @@ from torch import nn
 
 from tubelet.attention.linear import functional
 from tubelet.attention.sdpa import get_sdpa_backend
-from tubelet.attention.switch import fast_paths
+from tubelet.attention.fast_paths import fast_paths
+from tubelet.layers.norm import LAYER_NORM_BACKEND
 from tubelet.bench.reference import ReferenceUnavailable, build_reference
 from tubelet.bench.timing import PEAK_SIZES, capture_cuda_graph, matmul_peak, time_repetitions
 from tubelet.models.registry import create_model, model_arguments
@@ -55,7 +56,8 @@ class BenchConfig:
     ``cuda_graph`` captures an inference step in a CUDA graph and times its replays;
     ``overrides`` are constructor arguments of every model; ``linear_backend`` picks the
     implementation of linear attention (``tubelet.attention.linear.functional``) and
-    ``sdpa_backend`` the kernel of softmax attention (``tubelet.attention.sdpa``)."""
+    ``sdpa_backend`` the kernel of softmax attention (``tubelet.attention.sdpa``), ``norm_backend``
+    LayerNorm's (``tubelet.layers.norm``)."""
 
     models: tuple[str, ...]
     frames: tuple[int, ...] = ()
@@ -72,6 +74,7 @@ class BenchConfig:
     overrides: dict = field(default_factory=dict)
     linear_backend: str | None = None
     sdpa_backend: str | None = None
+    norm_backend: str | None = None
 
 
 @dataclass
@@ -151,7 +154,7 @@ def _environment(config: BenchConfig, device: torch.device, dtype: str, peak: fl
     return dict(
         device=name, torch=torch.__version__, dtype=dtype, mode=config.mode, compile=config.compile, cuda_graph=config.cuda_graph,
         linear_backend=config.linear_backend or functional.get_backend(),
-        sdpa_backend=config.sdpa_backend or get_sdpa_backend(), reps=config.reps, warmup=config.warmup,
+        sdpa_backend=config.sdpa_backend or get_sdpa_backend(), norm_backend=config.norm_backend or LAYER_NORM_BACKEND.get(), reps=config.reps, warmup=config.warmup,
         timer="CUDA events" if device.type == "cuda" else "perf_counter",
         matmul_peak_flops=peak, matmul_peak_dtype="bf16" if device.type == "cuda" else "fp32",
         matmul_peak_size=PEAK_SIZES[device.type],
@@ -266,7 +269,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda line: Non
         raise ValueError("--cuda-graph captures inference steps on a CUDA device only")
     peak = matmul_peak(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = []
-    with fast_paths(sdpa=config.sdpa_backend, linear=config.linear_backend):
+    with fast_paths(sdpa=config.sdpa_backend, linear=config.linear_backend, norm=config.norm_backend):
         for name in config.models:
             for frames, size, args in _cells(name, config):
                 rows += _bench_model(name, frames, size, args, config, device, dtype, peak, log)

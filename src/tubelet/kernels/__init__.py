@@ -1,2 +1,3 @@
-"""Fused kernels behind the attention package (``tubelet.attention`` reaches them; nothing else
-should): each ``<op>/`` keeps a plain PyTorch ``reference.py`` beside its ``triton.py``."""
+"""Fused kernels behind the attention package and the layers (``tubelet.attention`` and
+``tubelet.layers`` reach them; nothing else should): each ``<op>/`` keeps a plain PyTorch
+``reference.py`` beside its ``triton.py``."""

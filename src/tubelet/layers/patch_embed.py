@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 
 TUBELET_INITS = ("central_frame", "average")
@@ -55,7 +56,7 @@ class PatchEmbed(nn.Module):
         step = kernel if stride is None else (tubelet_size, stride, stride)
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=step, padding=(0, self.padding, self.padding))
         if norm:
-            self.norm = nn.LayerNorm(embed_dim)
+            self.norm = LayerNorm(embed_dim)
 
     def grid(self, video_size: tuple[int, int, int]) -> VideoShape:
         """The token grid for a ``(T, H, W)`` input, or a ValueError saying which size does not fit."""

@@ -8,6 +8,7 @@ from torch import nn
 from tubelet.attention.registry import build_attention
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.mlp import MLPS
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 
 
@@ -39,7 +40,7 @@ class Block(nn.Module):
             attention, dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
             drop_path=drop_path, norm_eps=norm_eps, **(attention_options or {}),
         )
-        self.mlp_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp_norm = LayerNorm(dim, eps=norm_eps)
         self.mlp = MLPS[mlp](dim, int(dim * mlp_ratio), act=act, drop=drop)
         self.drop_path = DropPath(drop_path)
 

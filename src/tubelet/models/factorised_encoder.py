@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.patch_embed import PatchEmbed
 from tubelet.layers.pos_embed import JointPosEmbed
 from tubelet.layers.shape import VideoShape
@@ -80,7 +81,7 @@ class FactorisedEncoder(VideoClassifier):
             drop=drop_rate, attn_drop=attn_drop_rate, norm_eps=norm_eps, act=act,
         )
         self.blocks = make_blocks(rates[:depth], **block_args)
-        self.spatial_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.spatial_norm = LayerNorm(embed_dim, eps=norm_eps)
         self.temporal_blocks = make_blocks(rates[depth:], **block_args)
         if temporal_depth and head is not None:
             raise ValueError(f"head={head!r}: ViViT model 2 pools its temporal encoder's class token; head= applies with temporal_depth=0")
@@ -90,7 +91,7 @@ class FactorisedEncoder(VideoClassifier):
         if temporal_depth:
             self.temporal_cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
             self.temporal_pos_embed = JointPosEmbed(VideoShape(self.grid.t, 1, 1), embed_dim, num_prefix=1)
-            self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+            self.norm = LayerNorm(embed_dim, eps=norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
         width = embed_dim if self.pool is None else self.pool.out_dim
         self.head = nn.Linear(width, num_classes) if num_classes else nn.Identity()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 from tubelet.models.blocks import make_blocks
 from tubelet.suggest import check_keys, did_you_mean
@@ -126,7 +127,7 @@ class NormMeanMlpHead(NormMeanHead):
     def __init__(self, dim: int, prefix: Prefix, *, mlp_dim: int | None = None):
         super().__init__(dim, prefix)
         self.out_dim = dim if mlp_dim is None else mlp_dim
-        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp_norm = LayerNorm(dim)
         self.fc = nn.Linear(dim, self.out_dim)
         self.act = nn.GELU()
 
@@ -156,7 +157,7 @@ class TemporalAttentionAggregation(nn.Module):
             [drop_path] * depth, dim=dim, num_heads=num_heads, attention="joint", mlp_ratio=mlp_ratio,
             qkv_bias=False, drop=drop, attn_drop=attn_drop, norm_eps=1e-5,
         )
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.fc = nn.Linear(dim, self.out_dim)
         self.act = nn.GELU()
 

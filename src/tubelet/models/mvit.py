@@ -33,6 +33,7 @@ from torch import nn
 from tubelet.attention.pooling import Factors, PoolingAttention, pool_tokens, pooled_shape
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.mlp import Mlp
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 from tubelet.models.base import VideoClassifier
 from tubelet.models.blocks import drop_path_rates
@@ -120,7 +121,7 @@ class MultiscaleBlock(nn.Module):
         norm_eps: float,
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(plan.dim, eps=norm_eps)
+        self.norm1 = LayerNorm(plan.dim, eps=norm_eps)
         self.attn = PoolingAttention(
             plan.dim, plan.dim_out, plan.num_heads, input_grid=plan.grid, kernel_q=kernel, stride_q=plan.stride_q,
             kernel_kv=kernel, stride_kv=plan.stride_kv, mode=mode, qkv_bias=qkv_bias, rel_pos=rel_pos,
@@ -129,7 +130,7 @@ class MultiscaleBlock(nn.Module):
         self.proj = nn.Linear(plan.dim, plan.dim_out) if plan.dim != plan.dim_out else None
         self.stride_skip = plan.stride_q if math.prod(plan.stride_q) > 1 else None
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(plan.dim_out, eps=norm_eps)
+        self.norm2 = LayerNorm(plan.dim_out, eps=norm_eps)
         self.mlp = Mlp(plan.dim_out, int(plan.dim_out * mlp_ratio))
 
     def forward(self, x: torch.Tensor, shape: VideoShape) -> tuple[torch.Tensor, VideoShape]:
@@ -221,7 +222,7 @@ class MViT(VideoClassifier):
             for plan, rate in zip(self.plans, drop_path_rates(self.num_layers, drop_path_rate))
         )
         width = self.stages[-1].dim
-        self.norm = nn.LayerNorm(width, eps=norm_eps)
+        self.norm = LayerNorm(width, eps=norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(width, num_classes) if num_classes else nn.Identity()
         self.initialise()

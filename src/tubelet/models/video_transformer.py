@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tubelet.layers.norm import LayerNorm
 from tubelet.layers.patch_embed import PatchEmbed
 from tubelet.layers.pos_embed import make_pos_embed
 from tubelet.layers.shape import VideoShape
@@ -82,7 +83,7 @@ class VideoTransformer(VideoClassifier):
             attention_options=attention_options, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
             attn_drop=attn_drop_rate, norm_eps=norm_eps, act=act, mlp=mlp,
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps if head_norm_eps is None else head_norm_eps)
+        self.norm = LayerNorm(embed_dim, eps=norm_eps if head_norm_eps is None else head_norm_eps)
         self.pool = make_head(head, embed_dim, Prefix(class_token), num_heads=num_heads, options=head_options)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(self.pool.out_dim, num_classes) if num_classes else nn.Identity()

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from tubelet.attention.switch import Switch
+from tubelet.switch import Switch
 from tubelet.kernels.linear_attention import triton_linear_attention
 
 LinearAttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]

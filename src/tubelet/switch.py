@@ -1,14 +1,6 @@
-"""A process-wide choice among named implementations of one computation: the fast-path switches
-of the attention package (issue 12). Each setting must compute the same function within the
-tolerance its tests state; a switch chooses an implementation, never a result.
-
-| switch | module | names |
-| --- | --- | --- |
-| ``SDPA_BACKEND`` | ``tubelet.attention.sdpa`` | auto, flash, cudnn, efficient, math |
-| ``LINEAR_BACKEND`` | ``tubelet.attention.linear.functional`` | torch, triton |
-
-``fast_paths(sdpa=..., linear=...)`` sets both for a block and restores them after.
-"""
+"""``Switch``: a process-wide choice among named implementations of one computation (the fast
+paths: ``tubelet.attention.fast_paths`` lists them). A switch chooses an implementation, never a
+result: every setting must compute the same function within the tolerance its tests state."""
 
 from __future__ import annotations
 
@@ -47,13 +39,3 @@ class Switch:
             yield
         finally:
             self._active = previous
-
-
-@contextmanager
-def fast_paths(*, sdpa: str | None = None, linear: str | None = None) -> Iterator[None]:
-    """Softmax attention's kernel and linear attention's backend for a block (None: unchanged)."""
-    from tubelet.attention.linear.functional import LINEAR_BACKEND
-    from tubelet.attention.sdpa import SDPA_BACKEND
-
-    with SDPA_BACKEND.using(sdpa), LINEAR_BACKEND.using(linear):
-        yield

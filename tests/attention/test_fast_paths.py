@@ -1,4 +1,4 @@
-"""The fast-path switches (``tubelet.attention.switch``): one process-wide choice each, errors
+"""The fast-path switches (``tubelet.switch.Switch``, ``tubelet.attention.fast_paths``): one process-wide choice each, errors
 that name the switch, the value and the choices, and blocks that restore what was set before,
 even when the block raises."""
 
@@ -8,7 +8,9 @@ import pytest
 
 from tubelet.attention.linear.functional import LINEAR_BACKEND
 from tubelet.attention.sdpa import SDPA_BACKEND
-from tubelet.attention.switch import Switch, fast_paths
+from tubelet.attention.fast_paths import fast_paths
+from tubelet.layers.norm import LAYER_NORM_BACKEND
+from tubelet.switch import Switch
 
 
 def test_a_switch_sets_gets_and_restores_after_a_block_that_raises():
@@ -35,13 +37,16 @@ def test_errors_name_the_switch_the_value_and_the_choices():
         Switch("colour", ["red"], "grey")
 
 
-def test_fast_paths_sets_both_attention_switches_for_a_block():
-    assert (SDPA_BACKEND.get(), LINEAR_BACKEND.get()) == ("auto", "torch")
-    with fast_paths(sdpa="math", linear="triton"):
-        assert (SDPA_BACKEND.get(), LINEAR_BACKEND.get()) == ("math", "triton")
+def test_fast_paths_sets_every_switch_for_a_block():
+    def state():
+        return SDPA_BACKEND.get(), LINEAR_BACKEND.get(), LAYER_NORM_BACKEND.get()
+
+    assert state() == ("auto", "torch", "torch")
+    with fast_paths(sdpa="math", linear="triton", norm="triton"):
+        assert state() == ("math", "triton", "triton")
         with fast_paths(sdpa="flash"):
-            assert (SDPA_BACKEND.get(), LINEAR_BACKEND.get()) == ("flash", "triton")
-    assert (SDPA_BACKEND.get(), LINEAR_BACKEND.get()) == ("auto", "torch")
+            assert state() == ("flash", "triton", "triton")
+    assert state() == ("auto", "torch", "torch")
     with pytest.raises(ValueError, match="unknown linear attention backend 'cuda'"), fast_paths(linear="cuda"):
         pass
     assert LINEAR_BACKEND.get() == "torch"

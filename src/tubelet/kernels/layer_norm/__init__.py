@@ -1,0 +1,20 @@
+"""LayerNorm with a 16-bit output as one Triton kernel (forward, for inference).
+
+``triton_layer_norm(x, weight, bias, eps, out_dtype)`` imports Triton only when first called, so
+``import tubelet`` never needs Triton and tests can choose Triton's interpreter
+(``TRITON_INTERPRET=1``) before the kernel is compiled. ``reference.layer_norm_reference`` is the
+same computation in plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def triton_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """``[..., N] -> [..., N]`` in ``out_dtype`` through the Triton kernel."""
+    try:
+        from tubelet.kernels.layer_norm import triton as kernels
+    except ImportError as error:
+        raise RuntimeError(f"the 'triton' LayerNorm backend needs the triton package ({error})") from error
+    return kernels.layer_norm(x, weight, bias, eps, out_dtype)

@@ -1,0 +1,108 @@
+"""The LayerNorm kernel (``tubelet.kernels.layer_norm``) against its PyTorch reference, and the
+``LayerNorm`` module's fast path (``tubelet.layers.norm``): when it takes the kernel, and that a
+whole model gives the same logits with either backend. On the CPU the kernel runs in Triton's
+interpreter (tests/conftest.py); the ``gpu`` tests run it compiled at the models' sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tubelet
+from tubelet.kernels.layer_norm import triton_layer_norm
+from tubelet.kernels.layer_norm.reference import layer_norm_reference
+from tubelet.layers import norm
+from tubelet.layers.norm import LAYER_NORM_BACKEND, LayerNorm
+from tubelet.models.summary import default_input_size
+
+pytest.importorskip("triton", reason="the kernel is written in Triton")
+BF16_ULP = 2.0**-7  # relative spacing of bfloat16 values
+
+
+def _inputs(rows, width, dtype, device="cpu", seed=0):
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = (torch.randn(rows, width, generator=g, device=device) * 3 + 1).to(dtype)
+    weight = torch.randn(width, generator=g, device=device)
+    bias = torch.randn(width, generator=g, device=device)
+    return x, weight, bias
+
+
+@pytest.mark.parametrize("width", [96, 100, 768])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_matches_the_reference(width, dtype):
+    x, weight, bias = _inputs(37, width, dtype, seed=width)  # 37 rows: the last program is partial
+    exact = triton_layer_norm(x, weight, bias, 1e-6, torch.float32)
+    torch.testing.assert_close(exact, layer_norm_reference(x, weight, bias, 1e-6, torch.float32), rtol=1e-5, atol=1e-5)
+    rounded = triton_layer_norm(x, weight, bias, 1e-6, torch.bfloat16)
+    assert rounded.dtype == torch.bfloat16
+    torch.testing.assert_close(rounded.float(), layer_norm_reference(x, weight, bias, 1e-6, torch.bfloat16).float(),
+                               rtol=BF16_ULP, atol=1e-6)
+
+
+def test_strided_rows_and_leading_dimensions_are_read_in_place_or_copied():
+    x, weight, bias = _inputs(2 * 5 * 3, 192, torch.float32, seed=1)
+    wide = x.view(2, 5, 3 * 192)
+    sliced = wide[..., 192 : 2 * 192]  # rows with a stride of 576: read in place
+    heads = wide.view(2, 5, 3, 192).transpose(1, 2)  # rows not viewable as 2D: copied first
+    for view in (sliced, heads):
+        torch.testing.assert_close(triton_layer_norm(view, weight, bias, 1e-5, torch.float32),
+                                   layer_norm_reference(view, weight, bias, 1e-5, torch.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_a_weight_of_another_width_is_an_error_naming_both():
+    x, weight, bias = _inputs(4, 96, torch.float32)
+    with pytest.raises(ValueError, match=r"width 96 .* \(95,\)"):
+        triton_layer_norm(x, weight[:95], bias, 1e-6, torch.float32)
+
+
+def test_the_module_takes_the_kernel_only_in_autocast_inference(monkeypatch):
+    calls = []
+    monkeypatch.setattr(norm, "triton_layer_norm", lambda *args: calls.append(args[-1]) or layer_norm_reference(*args))
+    layer = LayerNorm(16)
+    x = torch.randn(3, 16)
+    with LAYER_NORM_BACKEND.using("triton"):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+        assert calls == [torch.bfloat16] and out.dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            layer(x.requires_grad_())  # autograd on: nn.LayerNorm
+        with torch.no_grad():
+            layer(x)  # no autocast: nn.LayerNorm
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)  # backend torch
+    assert calls == [torch.bfloat16]
+
+
+@pytest.mark.parametrize("name", ["timesformer_divided_tiny_p8_8x32", "mvitv2_tiny_8x32"])
+def test_a_model_gives_the_same_logits_with_either_backend(name):
+    torch.manual_seed(0)
+    model = tubelet.create_model(name, num_classes=5).eval()
+    video = torch.randn(2, 3, 8, 32, 32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(video).float()
+        with LAYER_NORM_BACKEND.using("triton"):
+            fast = model(video).float()
+    assert ((fast - expected).norm() / expected.norm()).item() < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("rows, width", [(32 * 25089, 96), (32 * 1569, 768), (8 * 1576, 768)])
+def test_kernel_matches_the_reference_on_gpu_at_model_sizes(rows, width):
+    x, weight, bias = _inputs(rows, width, torch.bfloat16, device="cuda")
+    torch.testing.assert_close(triton_layer_norm(x, weight, bias, 1e-6, torch.bfloat16).float(),
+                               layer_norm_reference(x, weight, bias, 1e-6, torch.bfloat16).float(), rtol=BF16_ULP, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["timesformer_divided_base_p16_8x224", "mvitv2_small_16x224"])
+def test_a_base_model_gives_the_same_logits_with_either_backend_on_gpu(name):
+    torch.manual_seed(0)
+    model = tubelet.create_model(name).cuda().eval()
+    video = torch.randn(2, *default_input_size(name), device="cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        expected = model(video).float()
+        with LAYER_NORM_BACKEND.using("triton"):
+            fast = model(video).float()
+    assert ((fast - expected).norm() / expected.norm()).item() < 1e-2
