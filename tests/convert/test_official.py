@@ -180,5 +180,7 @@ def test_official_lvt_fills_the_official_architecture(tmp_path, share_gate):
     assert torch.equal(state["blocks.1.mlp.dwconv.weight"], official["base_model.blocks.1.mlp.dwconv.dwconv.weight"])
     assert model.grid == VideoShape(4, 5, 5)  # (32 + 2*4 - 8) // 7 + 1
     assert model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 5)
+    # shared or not, every step is one the fused kernel covers (the triton backend's fused path)
+    assert all(step.fusable for block in model.blocks for step in block.attn.steps)
     with pytest.raises(ValueError, match=r"official LVT parameters with no tubelet counterpart: base_model.blocks.0.attn.k_conv.weight"):
         convert_lvt_official({**official, "base_model.blocks.0.attn.k_conv.weight": torch.zeros(1)})

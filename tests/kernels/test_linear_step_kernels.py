@@ -16,7 +16,8 @@ triton = pytest.importorskip("triton", reason="triton is not importable (it is i
 import tubelet  # noqa: E402
 from tubelet.attention.linear import functional, fused  # noqa: E402
 from tubelet.attention.shift import ChannelShift  # noqa: E402
-from tubelet.kernels.linear_step import triton_linear_step  # noqa: E402
+from tubelet.convert.lvt import official_arguments  # noqa: E402
+from tubelet.kernels.linear_step import DOT_OPERANDS, OPTIONS, triton_linear_step  # noqa: E402
 from tubelet.kernels.linear_step.reference import gather_shift, linear_step_reference  # noqa: E402
 from tubelet.layers.shape import VideoShape  # noqa: E402
 
@@ -35,29 +36,36 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
-def step_inputs(seed: int, batch: int, shape: VideoShape, heads: int, d: int, gate: bool, dtype=torch.float32, device=DEVICE):
-    """``qkv [B, L, 3, heads, d]`` as a projection gives it, and the fixation gate's ``phi``."""
+GATE_NAMES = {0: (), 1: ("weight", "bias"), 2: ("weight", "bias", "key_weight", "key_bias")}
+
+
+def step_inputs(seed: int, batch: int, shape: VideoShape, heads: int, d: int, gates: int, dtype=torch.float32, device=DEVICE):
+    """``qkv [B, L, 3, heads, d]`` as a projection gives it, and the fixation gates' parameters
+    by the kernel's argument names: none, one ``phi`` shared by Q and K, or ``phi_q`` and ``phi_k``."""
     g = torch.Generator().manual_seed(seed)
     qkv = torch.randn(batch, shape.num_patches, 3, heads, d, generator=g)
-    weight = torch.randn(d, 3 * d, generator=g) * (3 * d) ** -0.5 if gate else None
-    bias = torch.randn(d, generator=g) * 0.5 if gate else None
     qkv = qkv.to(device=device, dtype=dtype).requires_grad_()
-    weight, bias = ((t.to(device).requires_grad_() if t is not None else None) for t in (weight, bias))
-    return qkv, weight, bias
+    gate = {}
+    for name in GATE_NAMES[gates]:
+        value = torch.randn(d, 3 * d, generator=g) * (3 * d) ** -0.5 if name.endswith("weight") else torch.randn(d, generator=g) * 0.5
+        gate[name] = value.to(device).requires_grad_()
+    return qkv, gate
 
 
-def check_against_reference(qkv, weight, bias, tolerance: float, **options) -> None:
-    """Forward and the gradients of ``qkv``, ``weight``, ``bias`` against the float64 reference."""
-    out = triton_linear_step(qkv, weight, bias, **options)
+def check_against_reference(qkv, gate: dict, tolerance: float, **options) -> None:
+    """Forward and the gradients of ``qkv`` and every gate parameter against the float64 reference."""
+    out = triton_linear_step(qkv, gate.get("weight"), gate.get("bias"), **{k: v for k, v in gate.items() if k.startswith("key")}, **options)
     assert out.dtype == qkv.dtype and out.shape == (*qkv.shape[:2], *qkv.shape[3:])
-    inputs = [t for t in (qkv, weight, bias) if t is not None]
-    wide = [t.detach().double().requires_grad_() for t in inputs]
-    ref = linear_step_reference(wide[0], *(wide[1:] if weight is not None else (None, None)), **options)
+    names = ["qkv", *gate]
+    inputs = [qkv, *gate.values()]
+    wide = {name: t.detach().double().requires_grad_() for name, t in zip(names, inputs)}
+    ref = linear_step_reference(wide["qkv"], wide.get("weight"), wide.get("bias"), key_weight=wide.get("key_weight"),
+                                key_bias=wide.get("key_bias"), **options)
     assert relative_error(out, ref) < tolerance
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(99)).to(out)
     grads = torch.autograd.grad(out, inputs, grad)
-    grads_ref = torch.autograd.grad(ref, wide, grad.double())
-    for name, a, b in zip(("qkv", "weight", "bias"), grads, grads_ref):
+    grads_ref = torch.autograd.grad(ref, list(wide.values()), grad.double())
+    for name, a, b in zip(names, grads, grads_ref):
         assert relative_error(a, b) < tolerance, name
 
 
@@ -69,18 +77,22 @@ def options(grouping: str, shape: VideoShape, feature: str, shifts: str, heads: 
 
 
 @pytest.mark.parametrize(
-    "grouping, shape, heads, d, feature, shifts, gate",
+    "grouping, shape, heads, d, feature, shifts, gates",
     [
-        ("frame", VideoShape(3, 3, 5), 2, 8, "relu", "temporal", True),  # LVT's spatial step; d padded to 16
-        ("tube", VideoShape(5, 2, 3), 2, 8, "elu", "spatial", True),  # its temporal step
-        ("joint", VideoShape(2, 3, 3), 2, 16, "sigmoid", "both", True),  # both shifts composed
-        ("frame", VideoShape(2, 1, 3), 1, 12, "relu", "none", False),  # no fixation, no shift
-        ("tube", VideoShape(67, 1, 2), 2, 8, "relu", "spatial", True),  # a group of 67 tokens: two blocks
+        ("frame", VideoShape(3, 3, 5), 2, 8, "relu", "temporal", 1),  # LVT's spatial step; d padded to 16
+        ("tube", VideoShape(5, 2, 3), 2, 8, "elu", "spatial", 1),  # its temporal step
+        ("joint", VideoShape(2, 3, 3), 2, 16, "sigmoid", "both", 1),  # both shifts composed
+        ("frame", VideoShape(2, 1, 3), 1, 12, "relu", "none", 0),  # no fixation, no shift
+        ("tube", VideoShape(67, 1, 2), 2, 8, "relu", "spatial", 1),  # a group of 67 tokens: two blocks
+        # separate query and key gates (the official LVT configs' SHARE_GATE: False)
+        ("tube", VideoShape(5, 2, 3), 2, 8, "relu", "spatial", 2),  # the official temporal step
+        ("frame", VideoShape(3, 3, 5), 2, 12, "relu", "temporal", 2),  # the official spatial step; d padded
+        ("joint", VideoShape(2, 3, 3), 1, 16, "elu", "both", 2),
     ],
 )
-def test_fused_step_matches_reference_forward_and_backward(grouping, shape, heads, d, feature, shifts, gate):
-    qkv, weight, bias = step_inputs(shape.num_patches + d, 2, shape, heads, d, gate)
-    check_against_reference(qkv, weight, bias, 1e-5, **options(grouping, shape, feature, shifts, heads, d))
+def test_fused_step_matches_reference_forward_and_backward(grouping, shape, heads, d, feature, shifts, gates):
+    qkv, gate = step_inputs(shape.num_patches + d, 2, shape, heads, d, gates)
+    check_against_reference(qkv, gate, 1e-5, **options(grouping, shape, feature, shifts, heads, d))
 
 
 def test_programs_that_take_several_groups_sum_the_gate_gradients(monkeypatch):
@@ -91,15 +103,26 @@ def test_programs_that_take_several_groups_sum_the_gate_gradients(monkeypatch):
     monkeypatch.setattr(kernels, "TARGET_PROGRAMS", 4)  # 2 heads: 2 programs per head for 6 groups
     shape = VideoShape(2, 2, 3)
     assert kernels._programs(2 * shape.spatial, 2, torch.device("cpu")) == 2  # on CUDA: twice the SMs
-    qkv, weight, bias = step_inputs(3, 2, shape, 2, 8, gate=True)
-    check_against_reference(qkv, weight, bias, 1e-5, **options("tube", shape, "relu", "spatial", 2, 8))
+    for gates in (1, 2):
+        qkv, gate = step_inputs(3, 2, shape, 2, 8, gates)
+        check_against_reference(qkv, gate, 1e-5, **options("tube", shape, "relu", "spatial", 2, 8))
 
 
-def test_bfloat16_inputs():
-    """bf16 in, bf16 out, within bf16's rounding of the float64 reference."""
+@pytest.fixture
+def dot_operands(request, monkeypatch):
+    """The kernels' ``OPTIONS.dot_operands`` for one test, restored afterwards."""
+    monkeypatch.setattr(OPTIONS, "dot_operands", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dot_operands", DOT_OPERANDS, indirect=True)
+@pytest.mark.parametrize("gates", [1, 2])
+def test_bfloat16_inputs(gates, dot_operands):
+    """bf16 in, bf16 out, within bf16's rounding of the float64 reference, with tf32 and with
+    bf16 dot operands."""
     shape = VideoShape(3, 2, 3)
-    qkv, weight, bias = step_inputs(5, 2, shape, 2, 16, gate=True, dtype=torch.bfloat16)
-    check_against_reference(qkv, weight, bias, 2e-2, **options("frame", shape, "relu", "temporal", 2, 16))
+    qkv, gate = step_inputs(5, 2, shape, 2, 16, gates, dtype=torch.bfloat16)
+    check_against_reference(qkv, gate, 2e-2, **options("frame", shape, "relu", "temporal", 2, 16))
 
 
 def test_shift_table_reads_what_the_channel_shifts_move():
@@ -116,10 +139,15 @@ def test_shift_table_reads_what_the_channel_shifts_move():
 
 def test_bad_inputs_are_refused():
     shape = VideoShape(2, 2, 2)
-    qkv, weight, bias = step_inputs(1, 1, shape, 2, 8, gate=True)
+    qkv, gate = step_inputs(1, 1, shape, 2, 8, 2)
+    weight, bias = gate["weight"], gate["bias"]
     good = options("frame", shape, "relu", "none", 2, 8)
     with pytest.raises(ValueError, match=r"weight \[8, 24\]"):
         triton_linear_step(qkv, weight[:, :16], bias, **good)
+    with pytest.raises(ValueError, match=r"key fixation gate needs weight \[8, 24\] and bias \[8\]"):
+        triton_linear_step(qkv, weight, bias, key_weight=gate["key_weight"], key_bias=None, **good)
+    with pytest.raises(ValueError, match="needs the query gate"):
+        triton_linear_step(qkv, None, None, key_weight=gate["key_weight"], key_bias=gate["key_bias"], **good)
     with pytest.raises(ValueError, match="groups of"):
         triton_linear_step(qkv, weight, bias, **{**good, "layout": (3, 4, 4, 1)})
     with pytest.raises(ValueError, match="unknown feature map 'exp'"):
@@ -130,12 +158,15 @@ COMPILE_FOR_SM90 = """
 import inspect, sys, torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from tubelet.kernels.linear_step import triton as kernels
+from tubelet.kernels.linear_step import OPTIONS, triton as kernels
+
+OPTIONS.dot_operands = sys.argv[1]
+
 
 def compile_for_sm90(fn, constants, num_warps):
     names = list(inspect.signature(fn.fn).parameters)
     def kind(name):
-        if name in ("W", "Bias", "DW", "DB"):
+        if name in ("W", "Bias", "U", "UBias", "DW", "DB"):
             return "*fp32"
         if name == "SHIFT":
             return "*i32"
@@ -146,33 +177,36 @@ def compile_for_sm90(fn, constants, num_warps):
     source = ASTSource(fn=fn, signature=signature, constexprs={(names.index(n),): v for n, v in constants.items()})
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
-flags = dict(FEATURE=0, HAS_GATE=True, SHIFTED=True)
-for fn, block in ((kernels._forward_kernel, 32), (kernels._backward_kernel, 16)):
-    config = kernels._config(64, 196, torch.bfloat16, max_block=block)
-    warps = config.pop("num_warps")
-    compiled = compile_for_sm90(fn, {**flags, **config}, warps)
-    print(fn.fn.__name__, compiled.metadata.shared, len(compiled.asm["cubin"]))
+for two_gates in (False, True):
+    flags = dict(FEATURE=0, HAS_GATE=True, TWO_GATES=two_gates, SHIFTED=True)
+    for fn, block in ((kernels._forward_kernel, 32), (kernels._backward_kernel, 16)):
+        config = kernels._config(64, 196, torch.bfloat16, max_block=block, shared_tf32=not (two_gates and fn is kernels._backward_kernel))
+        warps = config.pop("num_warps")
+        compiled = compile_for_sm90(fn, {**flags, **config}, warps)
+        print(f"{fn.fn.__name__}/{two_gates}", compiled.metadata.shared, len(compiled.asm["cubin"]))
 compiled = compile_for_sm90(kernels._unshift_kernel, dict(BLOCK_L=16, BLOCK_C=256), 4)
 print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]))
 """
 
 
-def test_kernels_compile_for_an_h200_without_one(tmp_path):
+@pytest.mark.parametrize("operands", DOT_OPERANDS)
+def test_kernels_compile_for_an_h200_without_one(tmp_path, operands):
     """The interpreter runs the kernels' Python, not Triton's compiler: compile them here for
     sm_90 (Triton's own ptxas, no GPU needed) at LVT base's configuration, bf16, and check that
-    each fits the 227 KB of shared memory an H100/H200 program may use."""
+    each fits the 227 KB of shared memory an H100/H200 program may use, with one fixation gate
+    and with two, with each choice of dot operands."""
     import os
     import subprocess
     import sys
 
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     env.update(TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90, operands], capture_output=True, text=True, env=env, timeout=120)
     if result.returncode and "ptxas" in result.stderr and "not found" in result.stderr.lower():
         pytest.skip(f"this triton has no ptxas to compile for CUDA: {result.stderr.strip().splitlines()[-1]}")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
-    assert set(lines) == {"_forward_kernel", "_backward_kernel", "_unshift_kernel"}
+    assert set(lines) == {f"{k}/{g}" for k in ("_forward_kernel", "_backward_kernel") for g in (False, True)} | {"_unshift_kernel"}
     for name, numbers in lines.items():
         shared, cubin = map(int, numbers.split())
         assert cubin > 0 and shared <= 227 * 1024, (name, shared)
@@ -197,6 +231,9 @@ class CountFused:
     [
         ({}, 2),  # the LVT default: frame and tube steps, both fused
         ({"attention_options": {"groupings": ("tube", "frame"), "variant": "elu"}}, 2),  # time first, ELU + 1
+        # the official architecture (``tubelet convert --from lvt``) with the official configs' separate gates
+        (official_arguments(temporal_shift_div=4, fixation_shared=False, patch_stride=6, mlp_dim=16), 2),
+        ({"attention_options": {"fixation": "separate"}}, 0),  # Eq. 4: not covered, composed
         ({"attention_options": {"association_order": "after"}}, 0),  # not covered: composed, with the Eq. 3 kernel
         ({"class_token": True}, 0),  # prefix tokens: composed
     ],
@@ -252,10 +289,11 @@ def test_training_with_feature_dropout_takes_the_composed_path(monkeypatch):
     "grouping, shifts",
     [("frame", "temporal"), ("tube", "spatial"), ("joint", "both")],  # LVT base's two steps, and joint
 )
-def test_fused_step_matches_reference_on_gpu_at_real_sizes(dtype, tolerance, grouping, shifts):
+@pytest.mark.parametrize("gates", [1, 2])
+def test_fused_step_matches_reference_on_gpu_at_real_sizes(dtype, tolerance, grouping, shifts, gates):
     shape = VideoShape(16, 14, 14)  # 16 x 224 at patch 16; 8 heads of 64
-    qkv, weight, bias = step_inputs(7, 2, shape, 8, 64, gate=True, dtype=dtype, device="cuda")
-    check_against_reference(qkv, weight, bias, tolerance, **options(grouping, shape, "relu", shifts, 8, 64))
+    qkv, gate = step_inputs(7, 2, shape, 8, 64, gates, dtype=dtype, device="cuda")
+    check_against_reference(qkv, gate, tolerance, **options(grouping, shape, "relu", shifts, 8, 64))
 
 
 @pytest.mark.gpu
@@ -263,7 +301,8 @@ def test_fused_step_matches_reference_on_gpu_at_real_sizes(dtype, tolerance, gro
 def test_fused_step_compiles_in_one_graph_forward_and_backward():
     """``torch.compile(fullgraph=True)`` fails on any graph break around the kernels."""
     shape = VideoShape(16, 14, 14)
-    qkv, weight, bias = step_inputs(11, 2, shape, 8, 64, gate=True, dtype=torch.bfloat16, device="cuda")
+    qkv, gate = step_inputs(11, 2, shape, 8, 64, 1, dtype=torch.bfloat16, device="cuda")
+    weight, bias = gate["weight"], gate["bias"]
     opts = options("frame", shape, "relu", "temporal", 8, 64)
     compiled = torch.compile(lambda a, b, c: triton_linear_step(a, b, c, **opts), fullgraph=True)
     out = compiled(qkv, weight, bias)

@@ -10,7 +10,9 @@ path of ``AttentionStep``; both compute the same function (the backend chooses a
 implementation, never a result).
 
 Covered: feature maps ReLU + offset, ELU + 1 and sigmoid with the plain kernel core (no cosFormer
-re-weighting); fixation ``cooperative`` from concatenated Q, K, V with one shared ``phi``, or none;
+re-weighting); fixation ``cooperative`` from concatenated Q, K, V with one shared ``phi`` or with
+``phi_q`` and ``phi_k`` of their own (``fixation_shared=False``, the official LVT configs'
+``SHARE_GATE: False``), or none;
 groupings ``frame``, ``tube`` and ``joint``; shifts before fixation (at most one of each kind);
 no prefix tokens; feature dropout inactive (evaluation, or ``attn_drop=0``).
 """
@@ -58,12 +60,20 @@ def shift_table(shifts: tuple[ChannelShift, ...], channels: int) -> torch.Tensor
     return table
 
 
-def _fixation_gate(fixation) -> tuple[bool, torch.nn.Linear | None]:
-    """``(covered, phi)``: whether the kernel covers this fixation, and its one shared Linear."""
+def _fixation_covered(fixation) -> bool:
+    """Whether the kernel covers this fixation: none, or cooperative from concatenated Q, K, V."""
+    return fixation is None or (fixation.mode, fixation.inputs, fixation.aggregation) == ("cooperative", "qkv", "concat")
+
+
+def _gate_arguments(fixation) -> dict:
+    """The kernel's gate arguments of a covered fixation: ``weight, bias`` (the shared ``phi``, or
+    ``phi_q``) and ``key_weight, key_bias`` (``phi_k``, when Q and K have their own)."""
     if fixation is None:
-        return True, None
-    covered = (fixation.mode, fixation.inputs, fixation.aggregation, fixation.shared) == ("cooperative", "qkv", "concat", True)
-    return covered, fixation.gate if covered else None
+        return dict(weight=None, bias=None)
+    if fixation.shared:
+        return dict(weight=fixation.gate.weight, bias=fixation.gate.bias)
+    return dict(weight=fixation.q_gate.weight, bias=fixation.q_gate.bias,
+                key_weight=fixation.k_gate.weight, key_bias=fixation.k_gate.bias)
 
 
 class LinearAttentionStep(AttentionStep):
@@ -72,12 +82,11 @@ class LinearAttentionStep(AttentionStep):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        fixation_covered, _ = _fixation_gate(self.fixation)
         kinds = [shift.kind for shift in self.shifts]
         self.fusable = (
             type(self.features) in FUSED_FEATURES
             and type(self.attn.core) is KernelAttention and not self.attn.core.cos_reweighting
-            and fixation_covered
+            and _fixation_covered(self.fixation)
             and self.grouping.name in FUSED_GROUPINGS
             and not self.summary
             and (not self.shifts or (not self.shift_after_fixation and len(set(kinds)) == len(kinds)))
@@ -99,11 +108,9 @@ class LinearAttentionStep(AttentionStep):
             return super().forward(x, shape)
         heads, d = self.attn.num_heads, self.attn.head_dim
         qkv = self.attn.qkv(self.norm(x)).unflatten(-1, (3, heads, d))  # [B, L, 3, heads, d]
-        _, gate = _fixation_gate(self.fixation)
         out = triton_linear_step(
-            qkv, None if gate is None else gate.weight, None if gate is None else gate.bias,
-            feature=FUSED_FEATURES[type(self.features)], offset=getattr(self.features, "offset", 0.0),
-            eps=self.attn.core.eps, layout=group_layout(self.grouping.name, shape), grid=tuple(shape),
-            shift=self.shift_table,
+            qkv, **_gate_arguments(self.fixation),
+            feature=FUSED_FEATURES[type(self.features)], offset=getattr(self.features, "offset", 0.0), eps=self.attn.core.eps,
+            layout=group_layout(self.grouping.name, shape), grid=tuple(shape), shift=self.shift_table,
         )  # [B, L, heads, d]
         return x + self.drop_path(self.attn.merge_heads(out.transpose(1, 2)))

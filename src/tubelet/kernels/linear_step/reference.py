@@ -6,6 +6,7 @@ Per head, on ``Q, K, V = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]`` (``[B, L, he
     K, V <- their channels moved across the grid by ``shift``       (neighbourhood association)
     Q~, K~ = rho(Q), rho(K)                                         (kernel feature map)
     gamma = sigmoid([Q~, K~, V] W^T + b);  Q^, K^ = gamma Q~, gamma K~  (cooperative fixation, Eq. 5)
+        (with a key gate U, c: gamma_k = sigmoid([Q~, K~, V] U^T + c) re-weights K~ instead)
     Y = Eq. 3 of Q^, K^, V within each group of tokens
 
 with the kernels' numerics: float32 (at least) throughout, the normaliser clamped below at
@@ -58,9 +59,11 @@ def linear_step_reference(
     layout: tuple[int, int, int, int],
     grid: tuple[int, int, int],
     shift: torch.Tensor | None = None,
+    key_weight: torch.Tensor | None = None,
+    key_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``qkv [B, L, 3, heads, d] -> [B, L, heads, d]``; ``weight [d, 3d]``, ``bias [d]`` (None, None:
-    no fixation)."""
+    no fixation), shared by Q and K unless the key has its own ``key_weight``, ``key_bias``."""
     dtype = qkv.dtype
     wide = torch.promote_types(dtype, torch.float32)
     batch, length, _, heads, d = qkv.shape
@@ -71,8 +74,10 @@ def linear_step_reference(
     k, v = kv[:, :, 0], kv[:, :, 1]
     q_feat, k_feat = feature_map(q, feature, offset), feature_map(k, feature, offset)
     if weight is not None:
-        gamma = torch.sigmoid(F.linear(torch.cat([q_feat, k_feat, v], dim=-1), weight.to(wide), bias.to(wide)))
-        q_feat, k_feat = gamma * q_feat, gamma * k_feat
+        inputs = torch.cat([q_feat, k_feat, v], dim=-1)
+        gamma_q = torch.sigmoid(F.linear(inputs, weight.to(wide), bias.to(wide)))
+        gamma_k = gamma_q if key_weight is None else torch.sigmoid(F.linear(inputs, key_weight.to(wide), key_bias.to(wide)))
+        q_feat, k_feat = gamma_q * q_feat, gamma_k * k_feat
     groups, size, group_stride, member_stride = layout
     index = (torch.arange(groups)[:, None] * group_stride + torch.arange(size)[None, :] * member_stride).reshape(-1).to(qkv.device)
     q_g, k_g, v_g = (t[:, index].unflatten(1, (groups, size)).permute(0, 1, 3, 2, 4) for t in (q_feat, k_feat, v))  # [B, G, heads, S, d]

@@ -6,8 +6,9 @@ attention output ``[B, L, heads, d]``, for one token row of one head:
 
     k, v = K, V read through the shift table (channel c from token (t, h, w) + shift[c], zero
            outside the grid: the neighbourhood shift as offset loads, never materialised)
-    q~, k~ = rho(q), rho(k);  gamma = sigmoid(W_q q~ + W_k k~ + W_v v + b)  (W = [W_q W_k W_v])
-    q^, k^ = gamma q~, gamma k~
+    q~, k~ = rho(q), rho(k);  gamma_q = sigmoid(W_q q~ + W_k k~ + W_v v + b)  (W = [W_q W_k W_v])
+    gamma_k = gamma_q (one shared gate) or sigmoid(U_q q~ + U_k k~ + U_v v + c) (the key's own gate U, c)
+    q^, k^ = gamma_q q~, gamma_k k~
     S = sum_j k^_j^T v_j,  z = sum_j k^_j  over the row's group;  y = q^ S / max(q^ . z, eps)
 
 Each program takes one head and a strided share of the groups (about two programs per SM in
@@ -22,9 +23,12 @@ Backward: per group, three passes: ``S, z``; then ``dS = sum_i q^_i^T dN_i`` and
 token (each is a query and a key),
 
     dq^ = dN S^T + dD z,  dk^ = v dS^T + dz,  dv = k^ dS
-    da = (dq^ q~ + dk^ k~) gamma (1 - gamma)
+    da = (dq^ q~ + dk^ k~) gamma (1 - gamma)                          (one shared gate)
     dq~ = dq^ gamma + da W_q,  dk~ = dk^ gamma + da W_k,  dv += da W_v,  dW += da^T [q~ k~ v]
     dq = dq~ rho'(q), dk = dk~ rho'(k)
+
+and with two gates ``da = dq^ q~ gamma_q (1 - gamma_q)``, ``dc = dk^ k~ gamma_k (1 - gamma_k)``,
+each gate's terms as above (``dq~ = dq^ gamma_q + da W_q + dc U_q``, ..., ``dU += dc^T [q~ k~ v]``).
 
 ``dW`` and ``db`` are float32 per-program partial sums in registers, written once per program
 and summed afterwards (deterministic, no atomics). The gradients of the shifted K and V are then
@@ -32,8 +36,10 @@ moved back to the tokens they were read from by the same table with the offsets 
 adjoint of a gather through a bijection), one elementwise kernel over the whole ``[B, L, 3D]``
 gradient (it copies dq), so that each kernel writes one tensor.
 
-Float32 inputs use exact float32 products; 16-bit inputs are upcast and multiplied in tf32,
-accumulating in float32. On a CPU tensor the kernels run only under Triton's interpreter
+Float32 inputs use exact float32 products; 16-bit inputs are upcast and multiplied in tf32 (or,
+``OPTIONS.dot_operands = "bf16"``, rounded to bfloat16 for the dots, as autocast's own matmuls
+are), accumulating in float32; the backward of separate query and key gates always takes bf16
+operands (see ``_config``). On a CPU tensor the kernels run only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before this module is imported).
 """
 
@@ -44,10 +50,24 @@ import triton
 import triton.language as tl
 from triton import knobs
 
-from tubelet.kernels.linear_step import FEATURES
+from tubelet.kernels.linear_step import FEATURES, OPTIONS
 
 MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
 TARGET_PROGRAMS = 256  # backward programs to aim for: about two per SM of an H100/H200
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    """``a @ b (+ acc)``, accumulating in float32, with float32 operands (``ieee``: exact products;
+    ``tf32``) or operands rounded to bfloat16 (``bf16``; ``bf16-rounded``: the same numbers, as
+    exact float32 products of the rounded operands, for the interpreter)."""
+    if PRECISION == "bf16":
+        c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif PRECISION == "bf16-rounded":
+        c = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), acc, input_precision="ieee")
+    else:
+        c = tl.dot(a, b, acc, input_precision=PRECISION)
+    return c
 
 
 @triton.jit
@@ -112,12 +132,13 @@ def _shift_table(SHIFT, h, d, SHIFTED: tl.constexpr, BLOCK_D: tl.constexpr):
 
 @triton.jit
 def _tile(Q, K, V, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
-          wq, wk, wv, bias, offset,
-          FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
+          wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+          FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
           BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """One block of a group's tokens, ``[BLOCK_L, BLOCK_D]`` float32 each: the raw ``q, k, v``
-    (k and v shifted), ``rho(q), rho(k)``, the features ``q~, k~`` (zero in padding) and ``gamma``;
-    also the tokens ``[BLOCK_L]`` and the mask of real rows and channels."""
+    (k and v shifted), ``rho(q), rho(k)``, the features ``q~, k~`` (zero in padding) and the
+    ratios ``gamma_q, gamma_k`` (the same tensor with one shared gate); also the tokens
+    ``[BLOCK_L]`` and the mask of real rows and channels."""
     offs_l = start + tl.arange(0, BLOCK_L)
     offs_d = tl.arange(0, BLOCK_D)
     tokens = token0 + offs_l * member_stride
@@ -139,29 +160,37 @@ def _tile(Q, K, V, token0, start, length, member_stride, s_l, d, shift_t, shift_
     q_feat = tl.where(mask, fq, 0.0)
     k_feat = tl.where(mask, fk, 0.0)
     if HAS_GATE:
-        a = tl.dot(q_feat, wq, input_precision=PRECISION)
-        a = tl.dot(k_feat, wk, a, input_precision=PRECISION)
-        a = tl.dot(v, wv, a, input_precision=PRECISION)
-        gamma = tl.sigmoid(a + bias[None, :])
+        a = _dot(q_feat, wq, None, PRECISION)
+        a = _dot(k_feat, wk, a, PRECISION)
+        a = _dot(v, wv, a, PRECISION)
+        gamma_q = tl.sigmoid(a + bias[None, :])
+        if TWO_GATES:
+            c = _dot(q_feat, uq, None, PRECISION)
+            c = _dot(k_feat, uk, c, PRECISION)
+            c = _dot(v, uv, c, PRECISION)
+            gamma_k = tl.sigmoid(c + ubias[None, :])
+        else:
+            gamma_k = gamma_q
     else:
-        gamma = tl.full([BLOCK_L, BLOCK_D], 1.0, dtype=tl.float32)
-    return tokens, mask, q, k, v, fq, fk, q_feat, k_feat, gamma
+        gamma_q = tl.full([BLOCK_L, BLOCK_D], 1.0, dtype=tl.float32)
+        gamma_k = gamma_q
+    return tokens, mask, q, k, v, fq, fk, q_feat, k_feat, gamma_q, gamma_k
 
 
 @triton.jit
 def _state(Q, K, V, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
-           wq, wk, wv, bias, offset,
-           FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
+           wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+           FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
            BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """``S = sum k^^T v`` ``[BLOCK_D, BLOCK_D]`` and ``z = sum k^`` ``[BLOCK_D]`` over one group."""
     state = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     k_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
     for start in range(0, length, BLOCK_L):
-        _, _, _, _, v, _, _, _, k_feat, gamma = _tile(
+        _, _, _, _, v, _, _, _, k_feat, _, gamma_k = _tile(
             Q, K, V, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
-            wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
-        k_hat = gamma * k_feat
-        state = tl.dot(tl.trans(k_hat), v, state, input_precision=PRECISION)
+            wq, wk, wv, bias, uq, uk, uv, ubias, offset, FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        k_hat = gamma_k * k_feat
+        state = _dot(tl.trans(k_hat), v, state, PRECISION)
         k_sum += tl.sum(k_hat, axis=0)
     return state, k_sum
 
@@ -172,7 +201,7 @@ def _output_grads(q_hat, g, state, k_sum, eps, PRECISION: tl.constexpr):
     clamp ``D = max(q^ . z, eps)`` is active) for output gradients ``g``."""
     raw = tl.sum(q_hat * k_sum[None, :], axis=1)
     denominator = tl.maximum(raw, eps).to(tl.float32)
-    out = tl.dot(q_hat, state, input_precision=PRECISION) / denominator[:, None]
+    out = _dot(q_hat, state, None, PRECISION) / denominator[:, None]
     d_num = g / denominator[:, None]
     d_den = tl.where(raw >= eps, -tl.sum(g * out, axis=1) / denominator, 0.0)
     return d_num, d_den
@@ -180,16 +209,17 @@ def _output_grads(q_hat, g, state, k_sum, eps, PRECISION: tl.constexpr):
 
 @triton.jit
 def _forward_kernel(
-    Q, K, V, W, Bias, SHIFT, O,
+    Q, K, V, W, Bias, U, UBias, SHIFT, O,
     s_b, s_l, s_h, so_b, so_l, so_h,
     total_groups, groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
-    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1)
     programs = tl.num_programs(0)
     wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
+    uq, uk, uv, ubias = _gate_weights(U, UBias, d, TWO_GATES, BLOCK_D)
     shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     for group in range(pid, total_groups, programs):
@@ -200,14 +230,15 @@ def _forward_kernel(
         v_ptr = V + b * s_b + h * s_h
         o_ptr = O + b * so_b + h * so_h
         state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
-                              grid_t, grid_h, grid_w, wq, wk, wv, bias, offset,
-                              FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                              grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+                              FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
         for start in range(0, length, BLOCK_L):
-            tokens, mask, _, _, _, _, _, q_feat, _, gamma = _tile(
+            tokens, mask, _, _, _, _, _, q_feat, _, gamma_q, _ = _tile(
                 q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
-                grid_t, grid_h, grid_w, wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
-            q_hat = gamma * q_feat
-            numerator = tl.dot(q_hat, state, input_precision=PRECISION)
+                grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+                FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            q_hat = gamma_q * q_feat
+            numerator = _dot(q_hat, state, None, PRECISION)
             denominator = tl.maximum(tl.sum(q_hat * k_sum[None, :], axis=1), eps).to(tl.float32)
             out = numerator / denominator[:, None]
             tl.store(o_ptr + tokens[:, None] * so_l + offs_d[None, :], out.to(O.dtype.element_ty), mask=mask)
@@ -215,22 +246,27 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    Q, K, V, W, Bias, SHIFT, G, DQKV, DW, DB,
+    Q, K, V, W, Bias, U, UBias, SHIFT, G, DQKV, DW, DB,
     s_b, s_l, s_h, sg_b, sg_l, sg_h, sd_b, sd_l, sd_part, sd_h,
     total_groups, groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
-    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, SHIFTED: tl.constexpr,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1)
     programs = tl.num_programs(0)
     wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
+    uq, uk, uv, ubias = _gate_weights(U, UBias, d, TWO_GATES, BLOCK_D)
     shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     d_wq = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)  # [in, out], as the weights are held
     d_wk = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     d_wv = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     d_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    d_uq = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)  # the key gate's, with two gates
+    d_uk = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    d_uv = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    d_ubias = tl.zeros([BLOCK_D], dtype=tl.float32)
     for group in range(pid, total_groups, programs):
         b = (group // groups).to(tl.int64)
         token0 = (group % groups) * group_stride
@@ -239,39 +275,53 @@ def _backward_kernel(
         v_ptr = V + b * s_b + h * s_h
         g_ptr = G + b * sg_b + h * sg_h
         state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
-                              grid_t, grid_h, grid_w, wq, wk, wv, bias, offset,
-                              FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                              grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+                              FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
         d_state = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
         d_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
         for start in range(0, length, BLOCK_L):  # queries: the gradients of S and z
-            tokens, mask, _, _, _, _, _, q_feat, _, gamma = _tile(
+            tokens, mask, _, _, _, _, _, q_feat, _, gamma_q, _ = _tile(
                 q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
-                grid_t, grid_h, grid_w, wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
-            q_hat = gamma * q_feat
+                grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+                FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            q_hat = gamma_q * q_feat
             g = tl.load(g_ptr + tokens[:, None] * sg_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
             d_num, d_den = _output_grads(q_hat, g, state, k_sum, eps, PRECISION)
-            d_state = tl.dot(tl.trans(q_hat), d_num, d_state, input_precision=PRECISION)
+            d_state = _dot(tl.trans(q_hat), d_num, d_state, PRECISION)
             d_sum += tl.sum(q_hat * d_den[:, None], axis=0)
         for start in range(0, length, BLOCK_L):  # every token as query and key: dq, dk, dv, dW
-            tokens, mask, q, k, v, fq, fk, q_feat, k_feat, gamma = _tile(
+            tokens, mask, q, k, v, fq, fk, q_feat, k_feat, gamma_q, gamma_k = _tile(
                 q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
-                grid_t, grid_h, grid_w, wq, wk, wv, bias, offset, FEATURE, HAS_GATE, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
-            q_hat = gamma * q_feat
-            k_hat = gamma * k_feat
+                grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+                FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            q_hat = gamma_q * q_feat
+            k_hat = gamma_k * k_feat
             g = tl.load(g_ptr + tokens[:, None] * sg_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
             d_num, d_den = _output_grads(q_hat, g, state, k_sum, eps, PRECISION)
-            d_q_hat = tl.dot(d_num, tl.trans(state), input_precision=PRECISION) + d_den[:, None] * k_sum[None, :]
-            d_k_hat = tl.dot(v, tl.trans(d_state), input_precision=PRECISION) + d_sum[None, :]
-            dv = tl.dot(k_hat, d_state, input_precision=PRECISION)
+            d_q_hat = _dot(d_num, tl.trans(state), None, PRECISION) + d_den[:, None] * k_sum[None, :]
+            d_k_hat = _dot(v, tl.trans(d_state), None, PRECISION) + d_sum[None, :]
+            dv = _dot(k_hat, d_state, None, PRECISION)
             if HAS_GATE:
-                d_a = (d_q_hat * q_feat + d_k_hat * k_feat) * gamma * (1.0 - gamma)
-                d_q_feat = d_q_hat * gamma + tl.dot(d_a, tl.trans(wq), input_precision=PRECISION)
-                d_k_feat = d_k_hat * gamma + tl.dot(d_a, tl.trans(wk), input_precision=PRECISION)
-                dv = tl.dot(d_a, tl.trans(wv), dv, input_precision=PRECISION)
-                d_wq = tl.dot(tl.trans(q_feat), d_a, d_wq, input_precision=PRECISION)
-                d_wk = tl.dot(tl.trans(k_feat), d_a, d_wk, input_precision=PRECISION)
-                d_wv = tl.dot(tl.trans(v), d_a, d_wv, input_precision=PRECISION)
+                if TWO_GATES:  # d_a, d_c: the gradients of the query and key gates' pre-activations
+                    d_a = d_q_hat * q_feat * gamma_q * (1.0 - gamma_q)
+                    d_c = d_k_hat * k_feat * gamma_k * (1.0 - gamma_k)
+                else:
+                    d_a = (d_q_hat * q_feat + d_k_hat * k_feat) * gamma_q * (1.0 - gamma_q)
+                d_q_feat = d_q_hat * gamma_q + _dot(d_a, tl.trans(wq), None, PRECISION)
+                d_k_feat = d_k_hat * gamma_k + _dot(d_a, tl.trans(wk), None, PRECISION)
+                dv = _dot(d_a, tl.trans(wv), dv, PRECISION)
+                d_wq = _dot(tl.trans(q_feat), d_a, d_wq, PRECISION)
+                d_wk = _dot(tl.trans(k_feat), d_a, d_wk, PRECISION)
+                d_wv = _dot(tl.trans(v), d_a, d_wv, PRECISION)
                 d_bias += tl.sum(d_a, axis=0)
+                if TWO_GATES:
+                    d_q_feat = _dot(d_c, tl.trans(uq), d_q_feat, PRECISION)
+                    d_k_feat = _dot(d_c, tl.trans(uk), d_k_feat, PRECISION)
+                    dv = _dot(d_c, tl.trans(uv), dv, PRECISION)
+                    d_uq = _dot(tl.trans(q_feat), d_c, d_uq, PRECISION)
+                    d_uk = _dot(tl.trans(k_feat), d_c, d_uk, PRECISION)
+                    d_uv = _dot(tl.trans(v), d_c, d_uv, PRECISION)
+                    d_ubias += tl.sum(d_c, axis=0)
             else:
                 d_q_feat = d_q_hat
                 d_k_feat = d_k_hat
@@ -281,8 +331,9 @@ def _backward_kernel(
             tl.store(d_ptr, dq.to(DQKV.dtype.element_ty), mask=mask)
             tl.store(d_ptr + sd_part, dk.to(DQKV.dtype.element_ty), mask=mask)
             tl.store(d_ptr + 2 * sd_part, dv.to(DQKV.dtype.element_ty), mask=mask)
-    if HAS_GATE:  # this program's share of dW [d, 3d] and db [d]
-        part = pid * tl.num_programs(1) + h
+    if HAS_GATE:  # this program's share of dW [gates, d, 3d] and db [gates, d]
+        gates = 2 if TWO_GATES else 1
+        part = (pid * tl.num_programs(1) + h) * gates
         offs_i = tl.arange(0, BLOCK_D)[:, None]
         offs_o = tl.arange(0, BLOCK_D)[None, :]
         wmask = (offs_i < d) & (offs_o < d)
@@ -291,6 +342,12 @@ def _backward_kernel(
         tl.store(base + d, d_wk, mask=wmask)
         tl.store(base + 2 * d, d_wv, mask=wmask)
         tl.store(DB + part * d + offs_d, d_bias, mask=offs_d < d)
+        if TWO_GATES:
+            base += 3 * d * d
+            tl.store(base, d_uq, mask=wmask)
+            tl.store(base + d, d_uk, mask=wmask)
+            tl.store(base + 2 * d, d_uv, mask=wmask)
+            tl.store(DB + (part + 1) * d + offs_d, d_ubias, mask=offs_d < d)
 
 
 @triton.jit
@@ -313,19 +370,38 @@ def _unshift_kernel(X, Y, SHIFT, sx_b, sx_l, sy_b, sy_l, length, channels, grid_
     tl.store(Y + b * sy_b + offs_l[:, None] * sy_l + offs_c[None, :], x, mask=mask)
 
 
-def _config(d: int, length: int, dtype: torch.dtype, max_block: int) -> dict:
+def _precision(dtype: torch.dtype, shared_tf32: bool = True) -> str:
+    """The dots' operands: exact float32 products for float32 inputs; for 16-bit inputs
+    ``OPTIONS.dot_operands`` (tf32 or bf16), or bf16 where the tf32 operands do not fit
+    (``shared_tf32`` False)."""
+    if dtype == torch.float32:
+        return "ieee"
+    if OPTIONS.dot_operands == "tf32" and shared_tf32:
+        return "tf32"
+    # Triton 3.9's interpreter multiplies bfloat16 dot operands wrongly (relative errors ~1e9);
+    # bf16 x bf16 products are exact in float32, so rounding first gives the same numbers.
+    return "bf16-rounded" if knobs.runtime.interpret else "bf16"
+
+
+def _config(d: int, length: int, dtype: torch.dtype, max_block: int, shared_tf32: bool = True) -> dict:
     """Block sizes, warps and dot precision; ``max_block`` caps the token block. Compiled for
     sm_90 at d = 64 with 8 warps (Triton 3.9, ptxas's resource usage): the forward kernel takes
     178 registers and no spills with blocks of 32 tokens (245 with 64); the backward kernel,
     which holds eight ``[d, d]`` float32 tiles besides its token blocks, takes 255 registers and
     spills 32 bytes with blocks of 16 (408 with 32, 2.7 KB with 64). Float32 inputs (exact
     products on the CUDA cores, not tf32) need more: the forward kernel spills 48 bytes with
-    blocks of 16 and 4.4 KB with 32."""
+    blocks of 16 and 4.4 KB with 32. Separate query and key gates (three more ``[d, d]`` tiles,
+    and backward their gradients): forward 187 registers, no spills, 128 KB of shared memory; the
+    backward kernel would need 240 KB of shared memory with tf32 operands (the weights stay
+    resident there, in two layouts), more than the 227 KB a program may have, so it takes bf16
+    operands (``shared_tf32=False``: 134 KB, 255 registers, 68 bytes of spills). With bf16
+    operands throughout (``OPTIONS.dot_operands``): forward 128 registers, 44 KB; backward 243
+    registers, 86 KB, no spills."""
     block_d = max(MIN_BLOCK, triton.next_power_of_2(d))
     return dict(
         BLOCK_L=max(MIN_BLOCK, min(max_block, triton.next_power_of_2(max(length, 1)))),
         BLOCK_D=block_d,
-        PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        PRECISION=_precision(dtype, shared_tf32),
         num_warps=8 if block_d >= 64 else 4,
     )
 
@@ -351,17 +427,18 @@ def _sizes(qkv: torch.Tensor, layout: tuple[int, int, int, int], grid: tuple[int
 
 class _LinearStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qkv, weight, bias, shift, feature, offset, eps, layout, grid):
+    def forward(ctx, qkv, weight, bias, key_weight, key_bias, shift, feature, offset, eps, layout, grid):
         batch, length, _, heads, d = qkv.shape
         q, k, v = qkv.unbind(2)  # [B, L, heads, d] views
         out = torch.empty(batch, length, heads, d, dtype=qkv.dtype, device=qkv.device)
-        flags = dict(FEATURE=FEATURES.index(feature), HAS_GATE=weight is not None, SHIFTED=shift is not None)
-        ctx.save_for_backward(qkv, weight, bias, shift)
+        flags = dict(FEATURE=FEATURES.index(feature), HAS_GATE=weight is not None, TWO_GATES=key_weight is not None,
+                     SHIFTED=shift is not None)
+        ctx.save_for_backward(qkv, weight, bias, key_weight, key_bias, shift)
         ctx.options = (feature, offset, eps, layout, grid)
         if out.numel():
             total = batch * layout[0]
             _forward_kernel[(_programs(total, heads, qkv.device), heads)](
-                q, k, v, q if weight is None else weight, q if bias is None else bias, q if shift is None else shift, out,
+                q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift), out,
                 q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
                 total_groups=total, offset=offset, eps=eps, **_sizes(qkv, layout, grid), **flags,
                 **_config(d, layout[1], qkv.dtype, max_block=16 if qkv.dtype == torch.float32 else 32),
@@ -370,7 +447,7 @@ class _LinearStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        qkv, weight, bias, shift = ctx.saved_tensors
+        qkv, weight, bias, key_weight, key_bias, shift = ctx.saved_tensors
         feature, offset, eps, layout, grid = ctx.options
         batch, length, _, heads, d = qkv.shape
         grad = grad if grad.stride(-1) == 1 else grad.contiguous()
@@ -381,23 +458,34 @@ class _LinearStep(torch.autograd.Function):
         d_shifted = d_qkv if shift is None else torch.empty_like(d_qkv)
         total = batch * layout[0]
         programs = _programs(total, heads, qkv.device)
-        has_gate = weight is not None
+        has_gate, two_gates = weight is not None, key_weight is not None
+        gates = 2 if two_gates else 1
         parts = programs * heads if has_gate else 1
-        d_weight = torch.empty(parts, d, 3 * d, dtype=torch.float32, device=qkv.device)
-        d_bias = torch.empty(parts, d, dtype=torch.float32, device=qkv.device)
+        d_weight = torch.empty(parts, gates, d, 3 * d, dtype=torch.float32, device=qkv.device)
+        d_bias = torch.empty(parts, gates, d, dtype=torch.float32, device=qkv.device)
         if d_qkv.numel():
             _backward_kernel[(programs, heads)](
-                q, k, v, q if weight is None else weight, q if bias is None else bias, q if shift is None else shift,
-                grad, d_shifted, d_weight, d_bias,
+                q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift), grad, d_shifted, d_weight, d_bias,
                 q.stride(0), q.stride(1), q.stride(2), grad.stride(0), grad.stride(1), grad.stride(2), *d_shifted.stride()[:4],
                 total_groups=total, offset=offset, eps=eps, **_sizes(qkv, layout, grid),
-                FEATURE=FEATURES.index(feature), HAS_GATE=has_gate, SHIFTED=shift is not None, **_config(d, layout[1], qkv.dtype, max_block=16),
+                FEATURE=FEATURES.index(feature), HAS_GATE=has_gate, TWO_GATES=two_gates, SHIFTED=shift is not None,
+                **_config(d, layout[1], qkv.dtype, max_block=16, shared_tf32=not two_gates),
             )
             if shift is not None:
                 _unshift(d_shifted, d_qkv, shift, grid)
-        grad_weight = d_weight.sum(0).to(weight.dtype) if has_gate and ctx.needs_input_grad[1] else None
-        grad_bias = d_bias.sum(0).to(bias.dtype) if has_gate and ctx.needs_input_grad[2] else None
-        return d_qkv, grad_weight, grad_bias, None, None, None, None, None, None
+        if has_gate and any(ctx.needs_input_grad[1:5]):
+            d_weight, d_bias = d_weight.sum(0), d_bias.sum(0)  # [gates, d, 3d], [gates, d]
+        gate_parts = ((weight, d_weight, 0), (bias, d_bias, 0), (key_weight, d_weight, 1), (key_bias, d_bias, 1))
+        grads = [
+            d_part[i].to(t.dtype) if t is not None and ctx.needs_input_grad[n] else None
+            for n, (t, d_part, i) in enumerate(gate_parts, 1)
+        ]
+        return d_qkv, *grads, None, None, None, None, None, None
+
+
+def _or(placeholder: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Tensor]:
+    """The kernels' pointer arguments: an absent tensor becomes a placeholder its flags never read."""
+    return [placeholder if t is None else t for t in tensors]
 
 
 def _unshift(shifted: torch.Tensor, out: torch.Tensor, shift: torch.Tensor, grid) -> None:
@@ -411,7 +499,7 @@ def _unshift(shifted: torch.Tensor, out: torch.Tensor, shift: torch.Tensor, grid
     )
 
 
-def _check(qkv, weight, bias, feature, layout, grid, shift) -> None:
+def _check(qkv, weight, bias, key_weight, key_bias, feature, layout, grid, shift) -> None:
     if not qkv.is_cuda and not knobs.runtime.interpret:
         raise RuntimeError("the fused linear attention step needs CUDA tensors (on CPU, set TRITON_INTERPRET=1 before tubelet imports it)")
     if qkv.dim() != 5 or qkv.shape[2] != 3:
@@ -419,8 +507,11 @@ def _check(qkv, weight, bias, feature, layout, grid, shift) -> None:
     if feature not in FEATURES:
         raise ValueError(f"unknown feature map {feature!r}; expected one of {FEATURES}")
     d = qkv.shape[-1]
-    if (weight is None) != (bias is None) or (weight is not None and (tuple(weight.shape) != (d, 3 * d) or tuple(bias.shape) != (d,))):
-        raise ValueError(f"the fixation gate needs weight [{d}, {3 * d}] and bias [{d}] (or neither)")
+    for name, (w, b) in (("fixation gate", (weight, bias)), ("key fixation gate", (key_weight, key_bias))):
+        if (w is None) != (b is None) or (w is not None and (tuple(w.shape) != (d, 3 * d) or tuple(b.shape) != (d,))):
+            raise ValueError(f"the {name} needs weight [{d}, {3 * d}] and bias [{d}] (or neither)")
+    if key_weight is not None and weight is None:
+        raise ValueError("a key fixation gate needs the query gate (weight, bias) as well")
     groups, size, _, _ = layout
     if groups * size != qkv.shape[1] or grid[0] * grid[1] * grid[2] != qkv.shape[1]:
         raise ValueError(f"{qkv.shape[1]} tokens are neither {groups} groups of {size} nor a {grid} grid")
@@ -439,12 +530,15 @@ def linear_step(
     layout: tuple[int, int, int, int],
     grid: tuple[int, int, int],
     shift: torch.Tensor | None = None,
+    key_weight: torch.Tensor | None = None,
+    key_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``qkv [B, L, 3, heads, d] -> [B, L, heads, d]`` (see the module docstring and
-    ``tubelet.kernels.linear_step.reference``). Under autocast ``qkv`` is computed in autocast's
-    dtype; the gate's parameters are read in their own. Differentiable in ``qkv``, ``weight`` and
-    ``bias``."""
-    _check(qkv, weight, bias, feature, layout, grid, shift)
+    ``tubelet.kernels.linear_step.reference``). ``weight [d, 3d]``, ``bias [d]``: the fixation
+    gate shared by Q and K, or, with ``key_weight``, ``key_bias`` (the same shapes), the query's
+    gate beside the key's. Under autocast ``qkv`` is computed in autocast's dtype; the gates'
+    parameters are read in their own. Differentiable in ``qkv`` and the gates' parameters."""
+    _check(qkv, weight, bias, key_weight, key_bias, feature, layout, grid, shift)
     device = qkv.device.type
     if torch.is_autocast_enabled(device):
         qkv = qkv.to(torch.get_autocast_dtype(device))
@@ -452,4 +546,4 @@ def linear_step(
         qkv = qkv.contiguous()
     if shift is not None:
         shift = shift.to(device=qkv.device, dtype=torch.int32).contiguous()
-    return _LinearStep.apply(qkv, weight, bias, shift, feature, float(offset), float(eps), tuple(layout), tuple(grid))
+    return _LinearStep.apply(qkv, weight, bias, key_weight, key_bias, shift, feature, float(offset), float(eps), tuple(layout), tuple(grid))
