@@ -1,5 +1,4 @@
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import torch
 
 from tubelet.engine import checkpoint as ckpt
 from tubelet.engine.config import load_config, save_config
+from tubelet.engine.distributed import launch_environment
 from tubelet.engine.train import fit
 
 from .synth_fixture import tiny_overrides
@@ -23,7 +23,7 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_
     config = load_config(None, tiny_overrides(tiny_synth) + ["data.val=", "train.device=cpu", "train.optimizer=sgd",
                                                             "train.lr=0.1", "train.save_every_steps=null"])
     save_config(config, tmp_path / "recipe.yaml")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = launch_environment(OMP_NUM_THREADS="1")
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "tubelet.cli",
          "train", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "ddp")],

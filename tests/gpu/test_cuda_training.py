@@ -9,7 +9,6 @@ synthetic videos; the tests skip, saying so, without it).
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 
@@ -74,19 +73,30 @@ def test_eval_and_predict_on_cuda_match_the_cpu(synth, tmp_path):
         assert abs(gpu["score"] - cpu["score"]) < 1e-3
 
 
-def test_torchrun_one_process_trains_over_nccl_with_validation(synth, tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torchrun_one_process_trains_over_nccl_with_validation(synth, tmp_path, parallel):
+    """DDP, and FSDP2 in bf16 with gradient accumulation and activation checkpointing, on one GPU
+    through the real loop; the checkpoint is whole float32 weights, as ``tubelet eval`` reads them."""
     from tubelet.engine.config import load_config, save_config
+    from tubelet.engine.distributed import launch_environment
+    from tubelet.engine.evaluate import evaluate_checkpoint
     from tubelet.engine.run_log import read_metrics
 
-    save_config(load_config(None, _overrides(synth, "train.save_every_steps=null")), tmp_path / "recipe.yaml")
+    extra = ["train.accum_steps=2", "train.grad_checkpointing=true"] if parallel == "fsdp" else []
+    recipe = load_config(None, _overrides(synth, "train.save_every_steps=null", f"train.parallel={parallel}", *extra))
+    save_config(recipe, tmp_path / "recipe.yaml")
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "tubelet.cli",
          "train", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "run")],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+        env=launch_environment(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "DDP over 1 process(es), nccl backend, cuda" in done.stderr
+    assert f"{'FSDP2' if parallel == 'fsdp' else 'DDP'} over 1 process(es), nccl backend, cuda" in done.stderr
     kinds = [r["kind"] for r in read_metrics(tmp_path / "run")]
     assert kinds.count("val") == 2 and kinds.count("train") == 6  # 2 epochs of 3 steps, logged every step
+    name, weights = _weights(tmp_path / "run")
+    assert name == "step00000006" and all(t.dtype == torch.float32 for t in weights.values())
+    result, _ = evaluate_checkpoint(tmp_path / "run", synth / "val.csv")
+    assert result.metrics["videos"] == 12
 
 
 def test_resume_on_cuda_continues_the_uninterrupted_run(synth, tmp_path, monkeypatch):

@@ -47,8 +47,12 @@ class Progress:
     global_step: int = 0
 
 
+def _plain(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
+
+
 def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+    return _plain(module.state_dict())
 
 
 def save_checkpoint(
@@ -61,19 +65,21 @@ def save_checkpoint(
     ema: nn.Module | None = None,
     recipe: str = "",
     keep_last: int = 2,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``RUN/checkpoints/step<global_step>/`` atomically and prune old ones; returns its path.
 
-    ``model_config`` is the JSON written as config.json; ``state`` holds the optimiser, scheduler
-    and scaler states (anything ``torch.save`` can store and ``weights_only`` can load);
-    ``recipe`` is the run's config as YAML text.
+    ``weights`` are ``model``'s when they are not its ``state_dict()`` (a sharded model's, gathered:
+    ``tubelet.engine.parallel.full_state``). ``model_config`` is the JSON written as config.json;
+    ``state`` holds the optimiser, scheduler and scaler states (anything ``torch.save`` can store
+    and ``weights_only`` can load); ``recipe`` is the run's config as YAML text.
     """
     folder = Path(run_dir) / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     sweep_temporary(folder)  # left by a process killed while saving
     final = folder / f"step{progress.global_step:08d}"
     with atomic_folder(final) as tmp:
-        save_file(_weights(model), str(tmp / WEIGHTS))
+        save_file(_weights(model) if weights is None else _plain(weights), str(tmp / WEIGHTS))
         if ema is not None:
             save_file(_weights(ema), str(tmp / EMA_WEIGHTS))
         (tmp / MODEL_CONFIG).write_text(json.dumps(model_config, indent=2) + "\n")
@@ -170,6 +176,14 @@ def load_weights(
     return _load_state(model, read_weights(path), path, new_head=new_head, head_prefix=head_prefix)
 
 
+def read_matching_weights(model: nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a safetensors file, refused as ``load_weights`` refuses them unless they match
+    ``model``'s keys and shapes, not loaded (a sharded model loads them its own way)."""
+    loaded = read_weights(path)
+    _check_state(model, loaded, path, new_head=False, head_prefix="head.")
+    return loaded
+
+
 def load_init(model: nn.Module, init: str | Path, *, new_head: bool = False) -> list[str]:
     """``train.init``'s weights (a checkpoint, a run's best, a saved or converted model) into
     ``model``, as ``load_weights`` loads them; a model saved for other frames or another size is
@@ -188,6 +202,15 @@ def load_init(model: nn.Module, init: str | Path, *, new_head: bool = False) -> 
 
 def _load_state(model: nn.Module, loaded: dict[str, torch.Tensor], path: str | Path, *, new_head: bool,
                 head_prefix: str = "head.") -> list[str]:
+    notes = _check_state(model, loaded, path, new_head=new_head, head_prefix=head_prefix)
+    model.load_state_dict(loaded, strict=False)
+    return notes
+
+
+def _check_state(model: nn.Module, loaded: dict[str, torch.Tensor], path: str | Path, *, new_head: bool,
+                 head_prefix: str) -> list[str]:
+    """Refuse ``loaded`` unless its keys and shapes are ``model``'s (with ``new_head``: except the
+    classifier's, which are dropped from ``loaded``); returns notes on what was dropped."""
     own = model.state_dict()
     missing = [k for k in own if k not in loaded]
     unexpected = [k for k in loaded if k not in own]
@@ -213,7 +236,6 @@ def _load_state(model: nn.Module, loaded: dict[str, torch.Tensor], path: str | P
         in_head = any(k.startswith(head_prefix) for k in missing + unexpected + mismatched)
         hint = "; pass train.new_head=true to train a new classifier" if in_head and not new_head else ""
         raise ValueError(f"cannot load {path}: {'; '.join(problems)}{hint}")
-    model.load_state_dict(loaded, strict=False)
     return notes
 
 

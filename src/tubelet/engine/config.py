@@ -84,7 +84,8 @@ class TrainConfig:
     clip_grad: float | None = None  # max global gradient norm
     ema_decay: float | None = None  # keep an exponential moving average of the weights; validate with it
     precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp16" or "fp32"
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # activation checkpointing: each block recomputed in backward (non-reentrant)
+    parallel: str = "ddp"  # under torchrun: "ddp" (whole model per process) or "fsdp" (FSDP2, sharded per block)
     compile: bool = False
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
@@ -114,6 +115,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+PARALLEL = ("ddp", "fsdp")  # train.parallel (tubelet.engine.parallel)
 _SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # package data; `recipes/` in the checkout links here
 
@@ -252,7 +254,7 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.clip_grad": (lambda v: v > 0, "> 0 (or null: no clipping)"),
     "train.ema_decay": (_between(0, 1, low_open=True, high_open=True), "in (0, 1) (or null: no EMA)"),
     "train.keep_last": _COUNT, "train.save_every_steps": (lambda v: v >= 0, ">= 0 (0 or null: at epoch ends only)"),
-    "train.log_every": _COUNT,
+    "train.log_every": _COUNT, "train.parallel": (lambda v: v in PARALLEL, " or ".join(map(repr, PARALLEL))),
     "eval.views": (lambda v: min(v) >= 1, "[T, S] with both >= 1"), "eval.resize_to": _COUNT,
     "eval.batch_size": _COUNT, "eval.every": _COUNT,
 }

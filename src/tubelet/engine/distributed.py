@@ -21,6 +21,16 @@ import torch.distributed as dist
 
 from tubelet.engine.device import resolve_device
 
+# NVLink multicast (NVLS) off: NCCL's, PyTorch's symmetric memory's and NVSHMEM's. The lender's
+# multi-GPU machines need these set in every process that torchrun starts; a launcher that builds
+# the environment of torchrun's processes adds them (``launch_environment``).
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def launch_environment(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a ``torchrun`` subprocess: ``base`` (default ``os.environ``), ``NO_MULTICAST``, ``extra``."""
+    return {**(os.environ if base is None else base), **NO_MULTICAST, **extra}
+
 
 @dataclass(frozen=True)
 class DistContext:

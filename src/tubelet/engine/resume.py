@@ -20,7 +20,7 @@ RUN_CONFIG = "config.yaml"
 
 FREE_ON_RESUME = frozenset({
     "data.num_workers", "train.device", "train.compile", "train.progress", "train.log_every", "train.keep_last",
-    "train.save_every_steps", "eval.batch_size",
+    "train.save_every_steps", "eval.batch_size", "train.parallel", "train.grad_checkpointing",
 })
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
@@ -35,7 +34,6 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from tubelet.convert.imagenet import init_from_image, is_image_checkpoint
 from tubelet.data.datasets import derive_seed
@@ -49,6 +47,8 @@ from tubelet.engine.ema import ModelEma
 from tubelet.engine.evaluate import evaluate
 from tubelet.engine.inputs import eval_loader, read_split, train_loader, train_split
 from tubelet.engine.optim import build_optimizer
+from tubelet.engine.parallel import (check_parallel, clip_grad_norm, full_state, gradient_sync, load_full_state,
+                                     whole_weights, wrap_model)
 from tubelet.engine.plots import plot_confusion, plot_curves
 from tubelet.engine.progress import ProgressBar, format_duration
 from tubelet.engine.resume import RUN_CONFIG, check_resume_changes, read_run_config, resume_checkpoint
@@ -109,9 +109,7 @@ def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.de
         if mixup is not None:
             generator = torch.Generator().manual_seed(derive_seed(seed, _MIXUP_STREAM, i))
             video, target = mixup(video, target, generator=generator)
-        last = i == len(micro_batches) - 1
-        no_sync = state.model.no_sync() if isinstance(state.model, DistributedDataParallel) and not last else nullcontext()
-        with no_sync:
+        with gradient_sync(state.model, enabled=i == len(micro_batches) - 1):
             with autocast(device, amp_dtype):
                 logits = state.model(video)
             loss = loss_fn(logits.float(), target) / len(micro_batches)
@@ -120,7 +118,7 @@ def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.de
     grad_norm = float("nan")
     if clip_grad is not None:
         state.scaler.unscale_(state.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(state.module.parameters(), clip_grad))
+        grad_norm = clip_grad_norm(state.module.parameters(), clip_grad)
     lr = max(group["lr"] for group in state.optimizer.param_groups)
     state.scaler.step(state.optimizer)
     state.scaler.update()
@@ -178,23 +176,24 @@ def _micro_batch(config: Config, world_size: int) -> int:
 def _save(run: Run) -> Path | None:
     """A checkpoint of the current step (every rank calls it; rank 0 writes)."""
     state = run.state
-    payload = {"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-               "scaler": state.scaler.state_dict()}
+    weights, optimizer = full_state(state.module, state.optimizer)  # gathered where FSDP shards them
+    payload = {"optimizer": optimizer, "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict()}
     if not run.dist.is_main:
         return None
     return ckpt.save_checkpoint(
-        run.run_dir, model=state.module, model_config=model_record(state.module, state.module.class_names),
+        run.run_dir, model=state.module, weights=weights,
+        model_config=model_record(state.module, state.module.class_names),
         state=payload, progress=state.progress, ema=state.ema.module if state.ema else None,
         recipe=yaml.safe_dump(config_to_dict(run.config), sort_keys=False), keep_last=run.config.train.keep_last,
     )
 
 
 def _restore(state: TrainState, checkpoint: Path) -> None:
-    ckpt.load_weights(state.module, checkpoint / ckpt.WEIGHTS)
+    saved = ckpt.load_state(checkpoint)
+    load_full_state(state.module, state.optimizer, ckpt.read_matching_weights(state.module, checkpoint / ckpt.WEIGHTS),
+                    saved["optimizer"])
     if state.ema is not None:
         ckpt.load_weights(state.ema.module, checkpoint / ckpt.EMA_WEIGHTS)
-    saved = ckpt.load_state(checkpoint)
-    state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.scaler.load_state_dict(saved["scaler"])
     state.progress = saved["progress"]
@@ -231,7 +230,8 @@ def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, allow_changes:
 
 def _training_model(config: Config, num_classes: int, class_names: list[str], dist: DistContext,
                     stream: TextIO) -> tuple[nn.Module, nn.Module]:
-    """The model on its device, initialised as ``train.init`` says, and what runs it (DDP, compiled)."""
+    """The model on its device, initialised as ``train.init`` says, and what runs it (DDP or sharded
+    by FSDP as ``train.parallel`` says, compiled)."""
     train_cfg = config.train
     torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
     model = build_model(config, num_classes, class_names)
@@ -245,11 +245,10 @@ def _training_model(config: Config, num_classes: int, class_names: list[str], di
     if train_cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.to(dist.device)
-    running: nn.Module = model
+    running = wrap_model(model, train_cfg.parallel, dist, autocast_dtype(train_cfg.precision, dist.device))
     if dist.distributed:
-        running = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-        _say(dist, stream, f"DDP over {dist.world_size} process(es), {torch.distributed.get_backend()} backend, "
-                           f"{dist.device.type}")
+        _say(dist, stream, f"{'FSDP2' if train_cfg.parallel == 'fsdp' else 'DDP'} over {dist.world_size} "
+                           f"process(es), {torch.distributed.get_backend()} backend, {dist.device.type}")
     if train_cfg.compile:
         running = torch.compile(running)
     return model, running
@@ -312,6 +311,7 @@ def setup_run(config: Config, run_dir: str | Path, *, resume: bool = False, allo
     for note in notes:
         _say(dist, stream, note)
     check_limits(config)  # a Config built in Python has not been through config_from_dict
+    check_parallel(config.train)
     train_cfg = config.train
     micro_batch = _micro_batch(config, dist.world_size)
     amp_dtype = autocast_dtype(train_cfg.precision, dist.device)
@@ -433,8 +433,9 @@ def train_loop(run: Run) -> dict:
         _train_epoch(run, failures, began)
         validate = run.val_loader is not None and ((epoch + 1) % run.config.eval.every == 0 or run.finished)
         if validate:
-            result = evaluate(state.ema.module if state.ema else state.module, run.val_loader, device=run.dist.device,
-                              amp_dtype=run.amp_dtype, multi_label=run.multi_label)
+            with whole_weights(state.module):  # shards of the videos may differ in length
+                result = evaluate(state.ema.module if state.ema else state.module, run.val_loader,
+                                  device=run.dist.device, amp_dtype=run.amp_dtype, multi_label=run.multi_label)
             metrics = result.metrics
         saved = _save(run)
         if run.dist.is_main:
