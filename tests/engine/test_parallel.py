@@ -243,3 +243,39 @@ def test_settings_fsdp_cannot_train_with_are_refused_naming_the_key(tiny_synth, 
         fit(load_config(None, tiny_overrides(tiny_synth) + ["train.device=cpu", *overrides]), tmp_path,
             stream=io.StringIO())
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_fsdp_state_round_trips_in_a_plain_models_layout(one_process_group):
+    """AdamW with layer-wise decay (one group per depth and decay): after the same two steps,
+    ``full_state`` of the sharded model equals the plain model's ``state_dict()``s, and loading
+    it into a fresh sharded model and optimiser gives it back (the FQN <-> index mapping)."""
+    from tubelet.engine.config import TrainConfig
+    from tubelet.engine.distributed import DistContext
+    from tubelet.engine.optim import build_optimizer
+    from tubelet.engine.parallel import full_state, load_full_state, wrap_model
+
+    settings = TrainConfig(optimizer="adamw", lr=1e-3, layer_decay=0.75, weight_decay=0.05)
+    context = DistContext(0, 1, torch.device("cpu"), joined=True)
+    plain, sharded = _small_model(), wrap_model(_small_model(), "fsdp", context, None)
+    plain_opt, sharded_opt = build_optimizer(plain, settings), build_optimizer(sharded, settings)
+    assert len(plain_opt.param_groups) > 2
+    for seed in (1, 2):
+        video = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(seed))
+        for model, optimizer in ((plain, plain_opt), (sharded, sharded_opt)):
+            model(video).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    weights, state = full_state(sharded, sharded_opt)
+    expected = plain_opt.state_dict()
+
+    def assert_same(weights, state):
+        torch.testing.assert_close(weights, plain.state_dict(), rtol=1e-5, atol=1e-6)
+        assert [g["params"] for g in state["param_groups"]] == [g["params"] for g in expected["param_groups"]]
+        assert [g["lr"] for g in state["param_groups"]] == [g["lr"] for g in expected["param_groups"]]
+        torch.testing.assert_close(state["state"], expected["state"], rtol=1e-5, atol=1e-6)
+
+    assert_same(weights, state)
+    fresh = wrap_model(_small_model(), "fsdp", context, None)
+    fresh_opt = build_optimizer(fresh, settings)
+    load_full_state(fresh, fresh_opt, weights, state)
+    assert_same(*full_state(fresh, fresh_opt))
