@@ -145,6 +145,18 @@ def test_class_folders(tmp_path):
         read_video_folder(tmp_path / "root" / "a_class" / "sub")
 
 
+def test_class_folders_take_the_class_names_they_are_given(tmp_path):
+    """A validation or test tree is labelled by the model's (or the training split's) classes, not
+    by its own sorted folder names, which miss a class or order them otherwise."""
+    for name in ["right/x.mp4", "left/y.mp4", "left/z.mp4"]:
+        write(tmp_path / "val" / name, "")
+    result = read_any(tmp_path / "val", class_names=["up", "right", "left"])
+    assert result.class_names == ("up", "right", "left")
+    assert [(e.path.name, e.label) for e in result] == [("y.mp4", 2), ("z.mp4", 2), ("x.mp4", 1)]
+    with pytest.raises(ValueError, match=r"val/left: unknown class 'left' \(not among the 2 class names\)"):
+        read_video_folder(tmp_path / "val", class_names=["up", "right"])
+
+
 def test_read_any_picks_video_list_for_plain_csv(tmp_path):
     assert read_any(write(tmp_path / "train.csv", "path,label\na.mp4,0\n"))[0].label == 0
     with pytest.raises(FileNotFoundError, match="labels file beside it"):

@@ -251,19 +251,23 @@ def _strip_code(line: str) -> str:
     return rest.strip() if rest and code[:1] == "c" and code[1:].isdigit() else line
 
 
-def read_video_folder(root: str | os.PathLike) -> VideoList:
-    """``ROOT/<class name>/<video>`` trees; classes are the sorted sub-folder names, videos the
-    files with a video extension (any depth below the class folder)."""
+def read_video_folder(root: str | os.PathLike, class_names: Sequence[str] | None = None) -> VideoList:
+    """``ROOT/<class name>/<video>`` trees; videos are the files with a video extension (any depth
+    below the class folder). Classes are ``class_names`` when given (a model's, or the training
+    split's: each folder must be one of them, and one absent from the tree keeps its index), else the
+    sorted sub-folder names."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"video folder {root} does not exist")
-    names = tuple(sorted(child.name for child in root.iterdir() if child.is_dir() and not child.name.startswith(".")))
-    entries = [
-        VideoEntry(video, index)
-        for index, name in enumerate(names)
-        for video in sorted((root / name).rglob("*"))
-        if video.is_file() and video.suffix.lower() in VIDEO_EXTENSIONS
-    ]
+    folders = sorted(child.name for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+    videos = {name: [video for video in sorted((root / name).rglob("*"))
+                     if video.is_file() and video.suffix.lower() in VIDEO_EXTENSIONS] for name in folders}
+    names = tuple(class_names) if class_names is not None else tuple(folders)
+    index_of = {name: i for i, name in enumerate(names)}
+    for name in folders:
+        if videos[name] and name not in index_of:
+            raise ValueError(f"{root / name}: unknown class {name!r} (not among the {len(names)} class names)")
+    entries = [VideoEntry(video, index_of[name]) for name in folders for video in videos[name]]
     if not entries:
         raise ValueError(f"{root}: no videos found in class folders (expected ROOT/<class>/<video>)")
     return VideoList(tuple(entries), names, multi_label=False, source=str(root))
@@ -275,7 +279,7 @@ def read_any(path: str | os.PathLike, class_names: Sequence[str] | None = None) 
     ``.csv`` with an ``actions`` column -> Charades; anything else -> a video list."""
     path = Path(path)
     if path.is_dir():
-        return read_video_folder(path)
+        return read_video_folder(path, class_names)
     _require_file(path, "video list")
     if path.suffix.lower() == ".json":
         for candidate in ("labels.json", "something-something-v2-labels.json"):
