@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,24 @@ def test_a_device_or_precision_that_cannot_run_is_one_line_exit_2(trained, class
     err = capsys.readouterr().err
     assert err == f"tubelet {command}: error: {message}\n"
     assert not classified_on
+
+
+def test_too_many_undecodable_training_videos_is_one_line_exit_2(trained, tmp_path, capsys, monkeypatch):
+    """The share of failed samples passing ``data.max_decode_failures`` stops training (was a traceback)."""
+    import functools
+    import shutil
+
+    from tubelet.data.failures import FailureTracker
+    from tubelet.engine import train as train_module
+
+    data = Path(shutil.copytree(trained[0], tmp_path / "data"))
+    bad = data / (data / "train.csv").read_text().splitlines()[1].split(",")[0]
+    bad.write_bytes(b"not a video")
+    monkeypatch.setattr(train_module, "FailureTracker", functools.partial(FailureTracker, min_seen=1))  # not 100
+    code = main(["train", "synth_tiny", "model.depth=1", "model.embed_dim=32", "model.num_heads=2",
+                 f"data.train={data / 'train.csv'}", "data.val=", "data.num_frames=4", "data.img_size=16",
+                 "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "train.progress=false",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("tubelet train: error: 1 decode failures in ") and f"{bad}; stopping" in err

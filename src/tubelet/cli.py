@@ -385,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RuntimeError as error:
         from tubelet.data.decode import DecodeError
+        from tubelet.data.failures import TooManyDecodeFailures
 
+        if isinstance(error, TooManyDecodeFailures):  # training saw more undecodable videos than data.max_decode_failures
+            print(f"tubelet {args.command}: error: {error}", file=sys.stderr)
+            return 2
         if not isinstance(error, DecodeError):
             raise
         # unreadable training videos; from a DataLoader worker the message ends with the error's own line
