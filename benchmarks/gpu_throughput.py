@@ -29,6 +29,9 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
 - ``table8``: the seed's Table 8 grid at batch 1 (16, 32, 64, 96 frames x 224, 448 px, and
   128x448): LVT torch, LVT triton, and softmax divided attention on the same 512-wide backbone
   (``attention=divided``), with the speed-up of each LVT backend over softmax;
+- ``table8-triton``: the same grid with the triton backend (the fused step) and softmax only;
+- ``norm``: TimeSformer-B 8x224 and MViTv2-S 16x224 (beside torchvision) at batch 1 and 32 with each
+  LayerNorm backend (``--norm-backend``);
 - ``memory``: LVT base training steps at 448 px, 16 -> 128 frames, batch 1 (peak memory against frames);
 - ``compiled``: ``torch.compile`` (default mode) rows: TimeSformer-B 8x224 at batch 1 and 32,
   tubelet and transformers, and LVT base 16x224 at batch 1 and 8 with each backend; each
@@ -61,6 +64,7 @@ from tubelet.kernels.linear_attention.reference import linear_attention_referenc
 
 TSF = "timesformer_divided_base_p16_8x224"
 LVT = "lvt_base_p16_16x224"
+MVIT = "mvitv2_small_16x224"
 SOFTMAX_ON_LVT = {"attention": "divided"}  # the same backbone with TimeSformer's divided softmax attention
 DEVICE = torch.device("cuda")
 
@@ -107,6 +111,19 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
             Variant("lvt triton", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), linear_backend="triton", **run)),
             Variant("softmax", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), overrides=SOFTMAX_ON_LVT, **run)),
         ], [("lvt torch", "softmax"), ("lvt triton", "softmax"), ("lvt triton", "lvt torch")]),
+        "table8-triton": ([
+            Variant("lvt triton", BenchConfig(models=(LVT,), linear_backend="triton", **table8)),
+            Variant("softmax", BenchConfig(models=(LVT,), overrides=SOFTMAX_ON_LVT, **table8)),
+            Variant("lvt triton", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), linear_backend="triton", **run)),
+            Variant("softmax", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), overrides=SOFTMAX_ON_LVT, **run)),
+        ], [("lvt triton", "softmax")]),
+        "norm": ([
+            Variant("tubelet", BenchConfig(models=(TSF,), batches=(1, 32), **run)),
+            Variant("tubelet norm triton", BenchConfig(models=(TSF,), batches=(1, 32), norm_backend="triton", **run)),
+            Variant("tubelet mvit", BenchConfig(models=(MVIT,), batches=(1, 32), compare=True, **run)),
+            Variant("tubelet mvit norm triton", BenchConfig(models=(MVIT,), batches=(1, 32), norm_backend="triton", **run)),
+        ], [("tubelet norm triton", "tubelet"), ("tubelet mvit norm triton", "tubelet mvit"),
+            ("tubelet mvit", "torchvision mvit"), ("tubelet mvit norm triton", "torchvision mvit")]),
         "memory": ([
             Variant("lvt torch", BenchConfig(models=(LVT,), frames=(16, 32, 64, 128), sizes=(448,), mode="train", linear_backend="torch", **run)),
             Variant("lvt triton", BenchConfig(models=(LVT,), frames=(16, 32, 64, 128), sizes=(448,), mode="train", linear_backend="triton", **run)),
