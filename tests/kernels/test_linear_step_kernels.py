@@ -17,7 +17,7 @@ import tubelet  # noqa: E402
 from tubelet.attention.linear import functional, fused  # noqa: E402
 from tubelet.attention.shift import ChannelShift  # noqa: E402
 from tubelet.convert.lvt import official_arguments  # noqa: E402
-from tubelet.kernels.linear_step import DOT_OPERANDS, OPTIONS, triton_linear_step  # noqa: E402
+from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, triton_linear_step  # noqa: E402
 from tubelet.kernels.linear_step.reference import gather_shift, linear_step_reference  # noqa: E402
 from tubelet.layers.shape import VideoShape  # noqa: E402
 
@@ -109,13 +109,13 @@ def test_programs_that_take_several_groups_sum_the_gate_gradients(monkeypatch):
 
 
 @pytest.fixture
-def dot_operands(request, monkeypatch):
-    """The kernels' ``OPTIONS.dot_operands`` for one test, restored afterwards."""
-    monkeypatch.setattr(OPTIONS, "dot_operands", request.param)
-    return request.param
+def dot_operands(request):
+    """``STEP_DOT_OPERANDS`` set for one test, restored afterwards."""
+    with STEP_DOT_OPERANDS.using(request.param):
+        yield request.param
 
 
-@pytest.mark.parametrize("dot_operands", DOT_OPERANDS, indirect=True)
+@pytest.mark.parametrize("dot_operands", STEP_DOT_OPERANDS.names, indirect=True)
 @pytest.mark.parametrize("gates", [1, 2])
 def test_bfloat16_inputs(gates, dot_operands):
     """bf16 in, bf16 out, within bf16's rounding of the float64 reference, with tf32 and with
@@ -158,9 +158,9 @@ COMPILE_FOR_SM90 = """
 import inspect, sys, torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from tubelet.kernels.linear_step import OPTIONS, triton as kernels
+from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, triton as kernels
 
-OPTIONS.dot_operands = sys.argv[1]
+STEP_DOT_OPERANDS.set(sys.argv[1])
 
 
 def compile_for_sm90(fn, constants, num_warps):
@@ -189,7 +189,7 @@ print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]))
 """
 
 
-@pytest.mark.parametrize("operands", DOT_OPERANDS)
+@pytest.mark.parametrize("operands", STEP_DOT_OPERANDS.names)
 def test_kernels_compile_for_an_h200_without_one(tmp_path, operands):
     """The interpreter runs the kernels' Python, not Triton's compiler: compile them here for
     sm_90 (Triton's own ptxas, no GPU needed) at LVT base's configuration, bf16, and check that

@@ -11,30 +11,16 @@ compiled. ``reference.linear_step_reference`` is the same computation in plain P
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from tubelet.switch import Switch
+
 FEATURES = ("relu", "elu", "sigmoid")  # rho: ReLU + offset, ELU + 1, sigmoid
-DOT_OPERANDS = ("tf32", "bf16")
-
-
-@dataclass
-class KernelOptions:
-    """How the kernels compute, never what: every setting agrees with the reference within the
-    tests' tolerances. ``dot_operands``: for 16-bit inputs, the dots' operands in ``tf32`` (the
-    default) or rounded to ``bf16`` (half the registers and shared memory, twice the tensor-core
-    rate; float32 inputs always multiply exactly)."""
-
-    dot_operands: str = "tf32"
-
-    def __setattr__(self, name, value):
-        if name == "dot_operands" and value not in DOT_OPERANDS:
-            raise ValueError(f"unknown dot_operands {value!r}; expected one of {DOT_OPERANDS}")
-        super().__setattr__(name, value)
-
-
-OPTIONS = KernelOptions()  # process-wide, read when a kernel is launched
+# How the kernels compute, never what (each setting agrees with the reference within the tests'
+# tolerances); read when a kernel is launched.
+# For 16-bit inputs, the dots' operands: tf32, or rounded to bf16 (half the registers and shared
+# memory, twice the tensor-core rate); float32 inputs always multiply exactly.
+STEP_DOT_OPERANDS = Switch("fused linear step dot operands", ("tf32", "bf16"), "tf32")
 
 
 def triton_linear_step(qkv: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, **options) -> torch.Tensor:

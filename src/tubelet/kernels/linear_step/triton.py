@@ -37,7 +37,7 @@ adjoint of a gather through a bijection), one elementwise kernel over the whole 
 gradient (it copies dq), so that each kernel writes one tensor.
 
 Float32 inputs use exact float32 products; 16-bit inputs are upcast and multiplied in tf32 (or,
-``OPTIONS.dot_operands = "bf16"``, rounded to bfloat16 for the dots, as autocast's own matmuls
+with ``STEP_DOT_OPERANDS`` set to ``bf16``, rounded to bfloat16 for the dots, as autocast's own matmuls
 are), accumulating in float32; the backward of separate query and key gates always takes bf16
 operands (see ``_config``). On a CPU tensor the kernels run only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before this module is imported).
@@ -50,7 +50,7 @@ import triton
 import triton.language as tl
 from triton import knobs
 
-from tubelet.kernels.linear_step import FEATURES, OPTIONS
+from tubelet.kernels.linear_step import FEATURES, STEP_DOT_OPERANDS
 
 MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
 TARGET_PROGRAMS = 256  # backward programs to aim for: about two per SM of an H100/H200
@@ -372,11 +372,11 @@ def _unshift_kernel(X, Y, SHIFT, sx_b, sx_l, sy_b, sy_l, length, channels, grid_
 
 def _precision(dtype: torch.dtype, shared_tf32: bool = True) -> str:
     """The dots' operands: exact float32 products for float32 inputs; for 16-bit inputs
-    ``OPTIONS.dot_operands`` (tf32 or bf16), or bf16 where the tf32 operands do not fit
+    ``STEP_DOT_OPERANDS`` (tf32 or bf16), or bf16 where the tf32 operands do not fit
     (``shared_tf32`` False)."""
     if dtype == torch.float32:
         return "ieee"
-    if OPTIONS.dot_operands == "tf32" and shared_tf32:
+    if STEP_DOT_OPERANDS.get() == "tf32" and shared_tf32:
         return "tf32"
     # Triton 3.9's interpreter multiplies bfloat16 dot operands wrongly (relative errors ~1e9);
     # bf16 x bf16 products are exact in float32, so rounding first gives the same numbers.
@@ -395,7 +395,7 @@ def _config(d: int, length: int, dtype: torch.dtype, max_block: int, shared_tf32
     backward kernel would need 240 KB of shared memory with tf32 operands (the weights stay
     resident there, in two layouts), more than the 227 KB a program may have, so it takes bf16
     operands (``shared_tf32=False``: 134 KB, 255 registers, 68 bytes of spills). With bf16
-    operands throughout (``OPTIONS.dot_operands``): forward 128 registers, 44 KB; backward 243
+    operands throughout (``STEP_DOT_OPERANDS``): forward 128 registers, 44 KB; backward 243
     registers, 86 KB, no spills."""
     block_d = max(MIN_BLOCK, triton.next_power_of_2(d))
     return dict(
