@@ -10,9 +10,12 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   (spatial step ``[16 frames, 8 heads, 196, 64]``, temporal step ``[196, 8, 16, 64]``, joint
   ``[1, 8, 3136, 64]``), bf16, forward and forward + backward, with relative errors against a
   float64 reference and the bytes moved over the measured copy bandwidth (the floor);
-- ``step``: LVT base's two attention steps whole (LayerNorm to residual), torch backend (composed)
-  vs triton backend (the fused step kernel), forward and forward + backward at 16x224 batch 1 and 8
-  and 96x448 batch 1, and the fused kernel alone against its byte floor;
+- ``step``: LVT base's two attention steps whole (LayerNorm to residual), and the official
+  architecture's (separate Q and K gates), torch backend (composed) vs triton backend (the fused
+  step kernel) in each variant (tf32 or bf16 dot operands, key pass split or not), forward and
+  forward + backward at 16x224 batch 1 and 8 and 96x448 batch 1, and the fused kernel alone
+  against its byte floor; ``--step-dot-operands`` and ``--step-key-split`` set the variant that
+  every other section runs;
 - ``sdpa``: softmax attention alone, each kernel of the switch (``tubelet.attention.sdpa``) at the
   sequence lengths the models meet (8 and 16: temporal steps; 197: a 224 px frame with its class
   token; 785: a 448 px frame), bf16, forward and forward + backward, with its relative error
@@ -42,6 +45,7 @@ Results go to ``OUT/gpu_throughput.md`` and ``OUT/gpu_throughput.json``, rewritt
 section, so a run stopped by a time limit keeps what it measured.
 
     PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT [--sections kernels lvt ...] [--reps 10]
+        [--step-dot-operands tf32|bf16] [--step-key-split off|auto]
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from tubelet.bench import BenchConfig, command_line, markdown, run_bench
 from tubelet.bench.run import linear_backend
 from tubelet.bench.timing import synchronize, time_repetitions
 from tubelet.files import atomic_write_json, atomic_write_text
+from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT
 from tubelet.kernels.linear_attention.reference import linear_attention_reference
 
 TSF = "timesformer_divided_base_p16_8x224"
@@ -242,62 +247,80 @@ def _kernel_section(reps: int, warmup: int) -> tuple[list[dict], str]:
 # ----- one linear attention step, composed and fused -----
 
 STEP_SHAPES = {"16x224, batch 1": (1, (16, 14, 14)), "16x224, batch 8": (8, (16, 14, 14)), "96x448, batch 1": (1, (96, 28, 28))}
+STEP_MIXERS = {  # LinearAttention options: LVT base, and the official architecture's steps (time first, separate gates)
+    "base": {},
+    "official": {"groupings": ("tube", "frame"), "temporal_shift_div": 4, "fixation_shared": False},
+}
+STEP_VARIANTS = {  # label -> linear backend, STEP_DOT_OPERANDS, STEP_KEY_SPLIT
+    "torch": ("torch", "tf32", "off"),
+    "triton": ("triton", "tf32", "off"),
+    "triton bf16": ("triton", "bf16", "off"),
+    "triton split": ("triton", "tf32", "auto"),
+    "triton bf16 split": ("triton", "bf16", "auto"),
+}
 
 
 def _step_section(reps: int, warmup: int) -> tuple[list[dict], str]:
     """LVT base's two attention steps (``frame`` with the temporal shift, ``tube`` with the
-    spatial one; 512 wide, 8 heads) timed whole, LayerNorm to residual, under each backend (the
-    triton backend runs them as the fused step kernel), and the fused kernel alone against the
-    bytes of qkv and its output over the measured copy bandwidth."""
+    spatial one; 512 wide, 8 heads), and the official architecture's (separate Q and K gates),
+    timed whole, LayerNorm to residual, under each backend and each variant of the fused kernel
+    (``STEP_VARIANTS``: dot operands, key split), and the fused kernel alone against the bytes of
+    qkv and its output over the measured copy bandwidth."""
     from tubelet.attention.linear import LinearAttention
-    from tubelet.attention.linear.fused import group_layout
-    from tubelet.kernels.linear_step import triton_linear_step
+    from tubelet.attention.linear.fused import gate_arguments, group_layout
+    from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT, triton_linear_step
     from tubelet.layers.shape import VideoShape
 
     bandwidth = _copy_bandwidth(reps)
-    mixer = LinearAttention(512, 8).to(DEVICE)
     lines = [
         "## step", "",
-        f"One LVT base attention step, bf16 autocast, median of {reps} after {warmup} (CUDA events); backward = gradients of "
+        f"One LVT attention step, bf16 autocast, median of {reps} after {warmup} (CUDA events); backward = gradients of "
         f"the input and the step's parameters. Kernel floor: qkv read once and the output written once over the copy "
-        f"bandwidth measured here, {bandwidth / 1e12:.3g} TB/s.", "",
-        "| input | step | backend | forward ms | forward + backward ms | fused kernel alone ms | kernel floor ms | rel. error out / grad x vs torch |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"bandwidth measured here, {bandwidth / 1e12:.3g} TB/s. Variants: dot operands tf32 or bf16 "
+        f"(`STEP_DOT_OPERANDS`), key pass split over programs (`STEP_KEY_SPLIT` auto).", "",
+        "| input | model | step | variant | forward ms | forward + backward ms | fused kernel alone ms | kernel floor ms | rel. error out / grad x vs torch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = []
     for name, (batch, grid) in STEP_SHAPES.items():
         shape = VideoShape(*grid)
         x = torch.randn(batch, shape.num_patches, 512, device=DEVICE).requires_grad_()
-        for step in mixer.steps:
-            grad = torch.randn_like(x)
-            inputs = (x, *step.parameters())
-            results = {}
-            for backend in ("torch", "triton"):
-                with linear_backend(backend), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
-                    with torch.no_grad():
-                        forward = statistics.median(time_repetitions(lambda: step(x, shape), DEVICE, warmup=warmup, reps=reps))
-                    both = statistics.median(time_repetitions(
-                        lambda: torch.autograd.grad(step(x, shape), inputs, grad), DEVICE, warmup=warmup, reps=reps))
-                    out = step(x, shape)
-                    results[backend] = (out.detach().float(), torch.autograd.grad(out, x, grad)[0].float())
-                    assert step.uses_fused_kernel(x, shape) == (backend == "triton")
-                row = dict(section="step", input=name, step=step.grouping.name, backend=backend, forward_ms=forward * 1e3,
-                           forward_backward_ms=both * 1e3, copy_bandwidth=bandwidth)
-                if backend == "triton":
-                    with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
-                        qkv = step.attn.qkv(step.norm(x)).unflatten(-1, (3, 8, 64))
-                    gate = step.fixation.gate
-                    options = dict(feature="relu", offset=step.features.offset, eps=step.attn.core.eps,
-                                   layout=group_layout(step.grouping.name, shape), grid=grid, shift=step.shift_table)
-                    kernel = statistics.median(time_repetitions(
-                        lambda: triton_linear_step(qkv, gate.weight, gate.bias, **options), DEVICE, warmup=warmup, reps=reps))
-                    row.update(kernel_ms=kernel * 1e3, kernel_floor_ms=(qkv.numel() + qkv.numel() // 3) * qkv.element_size() / bandwidth * 1e3,
-                               error_out=_relative(results["triton"][0], results["torch"][0]),
-                               error_grad_x=_relative(results["triton"][1], results["torch"][1]))
-                rows.append(row)
-                extra = (f"{row['kernel_ms']:.4g} | {row['kernel_floor_ms']:.3g} | {row['error_out']:.1e} / {row['error_grad_x']:.1e}"
-                         if backend == "triton" else "- | - | -")
-                lines.append(f"| {name} | {step.grouping.name} | {backend} | {row['forward_ms']:.4g} | {row['forward_backward_ms']:.4g} | {extra} |")
+        for model, mixer_options in STEP_MIXERS.items():
+            mixer = LinearAttention(512, 8, **mixer_options).to(DEVICE)
+            for step in mixer.steps:
+                grad = torch.randn_like(x)
+                inputs = (x, *step.parameters())
+                results = {}
+                for variant, (backend, dot, split) in STEP_VARIANTS.items():
+                    with linear_backend(backend), STEP_DOT_OPERANDS.using(dot), STEP_KEY_SPLIT.using(split), \
+                            torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+                        with torch.no_grad():
+                            forward = statistics.median(time_repetitions(lambda: step(x, shape), DEVICE, warmup=warmup, reps=reps))
+                        both = statistics.median(time_repetitions(
+                            lambda: torch.autograd.grad(step(x, shape), inputs, grad), DEVICE, warmup=warmup, reps=reps))
+                        out = step(x, shape)
+                        results[variant] = (out.detach().float(), torch.autograd.grad(out, x, grad)[0].float())
+                        assert step.uses_fused_kernel(x, shape) == (backend == "triton")
+                        if backend == "triton":
+                            with torch.no_grad():
+                                qkv = step.attn.qkv(step.norm(x)).unflatten(-1, (3, 8, 64))
+                            options = dict(feature="relu", offset=step.features.offset, eps=step.attn.core.eps,
+                                           layout=group_layout(step.grouping.name, shape), grid=grid, shift=step.shift_table,
+                                           **gate_arguments(step.fixation))
+                            kernel = statistics.median(time_repetitions(
+                                lambda: triton_linear_step(qkv, **options), DEVICE, warmup=warmup, reps=reps))
+                    row = dict(section="step", input=name, model=model, step=step.grouping.name, variant=variant, backend=backend,
+                               dot_operands=dot, key_split=split, forward_ms=forward * 1e3, forward_backward_ms=both * 1e3,
+                               copy_bandwidth=bandwidth)
+                    if backend == "triton":
+                        row.update(kernel_ms=kernel * 1e3, kernel_floor_ms=(qkv.numel() + qkv.numel() // 3) * qkv.element_size() / bandwidth * 1e3,
+                                   error_out=_relative(results[variant][0], results["torch"][0]),
+                                   error_grad_x=_relative(results[variant][1], results["torch"][1]))
+                    rows.append(row)
+                    extra = (f"{row['kernel_ms']:.4g} | {row['kernel_floor_ms']:.3g} | {row['error_out']:.1e} / {row['error_grad_x']:.1e}"
+                             if backend == "triton" else "- | - | -")
+                    lines.append(f"| {name} | {model} | {step.grouping.name} | {variant} | {row['forward_ms']:.4g} | "
+                                 f"{row['forward_backward_ms']:.4g} | {extra} |")
         del x
         torch.cuda.empty_cache()
     return rows, "\n".join(lines) + "\n"
@@ -396,7 +419,13 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=quick, choices=names, metavar="NAME", help=f"any of {', '.join(names)} (default: all but compiled and autotune)")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--step-dot-operands", default="tf32", choices=STEP_DOT_OPERANDS.names,
+                        help="the fused linear step's dot operands for every section but step (which compares them)")
+    parser.add_argument("--step-key-split", default="off", choices=STEP_KEY_SPLIT.names,
+                        help="the fused linear step's key split for every section but step")
     args = parser.parse_args()
+    STEP_DOT_OPERANDS.set(args.step_dot_operands)
+    STEP_KEY_SPLIT.set(args.step_key_split)
     if not torch.cuda.is_available():
         sys.exit("gpu_throughput.py: error: no CUDA device (tubelet bench runs on the CPU instead)")
     out = Path(args.out)
@@ -404,7 +433,8 @@ def main() -> None:
     rows, parts = [], [f"# GPU throughput: {torch.cuda.get_device_name()}, torch {torch.__version__}, "
                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
                        f"Command: `PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT --sections {' '.join(args.sections)} "
-                       f"--reps {args.reps} --warmup {args.warmup}`", ""]
+                       f"--reps {args.reps} --warmup {args.warmup} --step-dot-operands {args.step_dot_operands} "
+                       f"--step-key-split {args.step_key_split}`", ""]
     for name in args.sections:
         start = time.perf_counter()
         try:

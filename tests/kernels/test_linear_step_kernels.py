@@ -17,7 +17,7 @@ import tubelet  # noqa: E402
 from tubelet.attention.linear import functional, fused  # noqa: E402
 from tubelet.attention.shift import ChannelShift  # noqa: E402
 from tubelet.convert.lvt import official_arguments  # noqa: E402
-from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, triton_linear_step  # noqa: E402
+from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT, triton_linear_step  # noqa: E402
 from tubelet.kernels.linear_step.reference import gather_shift, linear_step_reference  # noqa: E402
 from tubelet.layers.shape import VideoShape  # noqa: E402
 
@@ -108,6 +108,28 @@ def test_programs_that_take_several_groups_sum_the_gate_gradients(monkeypatch):
         check_against_reference(qkv, gate, 1e-5, **options("tube", shape, "relu", "spatial", 2, 8))
 
 
+@pytest.mark.parametrize(
+    "grouping, shape, heads, d, shifts, gates, chunks",
+    [
+        ("joint", VideoShape(2, 10, 10), 2, 8, "both", 2, 3),  # 200 members: chunks of 96, 96 and 8
+        ("frame", VideoShape(2, 8, 17), 1, 16, "temporal", 1, 2),  # 136 per frame: 96 and 40
+    ],
+)
+def test_key_pass_split_over_programs_matches_reference(grouping, shape, heads, d, shifts, gates, chunks):
+    """``STEP_KEY_SPLIT`` auto: groups long enough are cut into chunks, each chunk's partial
+    ``S, z`` (and backward ``dS, dz``) from its own program, summed; forward and gradients equal
+    the reference as tightly as unsplit."""
+    from tubelet.kernels.linear_step import triton as kernels
+
+    qkv, gate = step_inputs(shape.num_patches + d, 2, shape, heads, d, gates)
+    opts = options(grouping, shape, "relu", shifts, heads, d)
+    groups, length = opts["layout"][:2]
+    with STEP_KEY_SPLIT.using("auto"):
+        assert kernels._split(2 * groups, heads, length, qkv.device)[0] == chunks
+        check_against_reference(qkv, gate, 1e-5, **opts)
+    assert kernels._split(2 * groups, heads, length, qkv.device) == (1, length)  # off: one program per group
+
+
 @pytest.fixture
 def dot_operands(request):
     """``STEP_DOT_OPERANDS`` set for one test, restored afterwards."""
@@ -161,12 +183,13 @@ from triton.compiler import ASTSource
 from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, triton as kernels
 
 STEP_DOT_OPERANDS.set(sys.argv[1])
+SPLIT = sys.argv[2] == "auto"
 
 
 def compile_for_sm90(fn, constants, num_warps):
     names = list(inspect.signature(fn.fn).parameters)
     def kind(name):
-        if name in ("W", "Bias", "U", "UBias", "DW", "DB"):
+        if name in ("W", "Bias", "U", "UBias", "DW", "DB", "STATE", "DSTATE", "OUT"):
             return "*fp32"
         if name == "SHIFT":
             return "*i32"
@@ -177,36 +200,42 @@ def compile_for_sm90(fn, constants, num_warps):
     source = ASTSource(fn=fn, signature=signature, constexprs={(names.index(n),): v for n, v in constants.items()})
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
-for two_gates in (False, True):
+# (kernel, its constants, token block, backward); the split's kernels with two gates, the most they hold
+launches = [(kernels._forward_kernel, dict(SPLIT=True), 32, False), (kernels._backward_kernel, dict(SPLIT=True), 16, True),
+            (kernels._state_kernel, dict(GRADS=False), 32, False), (kernels._state_kernel, dict(GRADS=True), 16, True)]
+if not SPLIT:
+    launches = [(fn, dict(SPLIT=False), block, backward) for fn, _, block, backward in launches[:2]]
+for two_gates in (False, True) if not SPLIT else (True,):
     flags = dict(FEATURE=0, HAS_GATE=True, TWO_GATES=two_gates, SHIFTED=True)
-    for fn, block in ((kernels._forward_kernel, 32), (kernels._backward_kernel, 16)):
-        config = kernels._config(64, 196, torch.bfloat16, max_block=block, shared_tf32=not (two_gates and fn is kernels._backward_kernel))
+    for fn, constants, block, backward in launches:
+        config = kernels._config(64, 196, torch.bfloat16, max_block=block, shared_tf32=not (two_gates and backward))
         warps = config.pop("num_warps")
-        compiled = compile_for_sm90(fn, {**flags, **config}, warps)
-        print(f"{fn.fn.__name__}/{two_gates}", compiled.metadata.shared, len(compiled.asm["cubin"]))
-compiled = compile_for_sm90(kernels._unshift_kernel, dict(BLOCK_L=16, BLOCK_C=256), 4)
-print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]))
+        compiled = compile_for_sm90(fn, {**flags, **constants, **config}, warps)
+        print(f"{fn.fn.__name__}/{constants}/{two_gates}".replace(" ", ""), compiled.metadata.shared, len(compiled.asm["cubin"]))
+if not SPLIT:
+    compiled = compile_for_sm90(kernels._unshift_kernel, dict(BLOCK_L=16, BLOCK_C=256), 4)
+    print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]))
 """
 
 
-@pytest.mark.parametrize("operands", STEP_DOT_OPERANDS.names)
-def test_kernels_compile_for_an_h200_without_one(tmp_path, operands):
+@pytest.mark.parametrize("operands, split", [("tf32", "off"), ("bf16", "off"), ("tf32", "auto")])
+def test_kernels_compile_for_an_h200_without_one(tmp_path, operands, split):
     """The interpreter runs the kernels' Python, not Triton's compiler: compile them here for
     sm_90 (Triton's own ptxas, no GPU needed) at LVT base's configuration, bf16, and check that
     each fits the 227 KB of shared memory an H100/H200 program may use, with one fixation gate
-    and with two, with each choice of dot operands."""
+    and with two, with each choice of dot operands, and the split key pass's kernels."""
     import os
     import subprocess
     import sys
 
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     env.update(TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")
-    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90, operands], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90, operands, split], capture_output=True, text=True, env=env, timeout=120)
     if result.returncode and "ptxas" in result.stderr and "not found" in result.stderr.lower():
         pytest.skip(f"this triton has no ptxas to compile for CUDA: {result.stderr.strip().splitlines()[-1]}")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
-    assert set(lines) == {f"{k}/{g}" for k in ("_forward_kernel", "_backward_kernel") for g in (False, True)} | {"_unshift_kernel"}
+    assert len(lines) == (4 if split == "auto" else 5), lines
     for name, numbers in lines.items():
         shared, cubin = map(int, numbers.split())
         assert cubin > 0 and shared <= 227 * 1024, (name, shared)
@@ -294,6 +323,25 @@ def test_fused_step_matches_reference_on_gpu_at_real_sizes(dtype, tolerance, gro
     shape = VideoShape(16, 14, 14)  # 16 x 224 at patch 16; 8 heads of 64
     qkv, gate = step_inputs(7, 2, shape, 8, 64, gates, dtype=dtype, device="cuda")
     check_against_reference(qkv, gate, tolerance, **options(grouping, shape, "relu", shifts, 8, 64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: on CPU the interpreter tests above run instead")
+@pytest.mark.parametrize(
+    "dtype, tolerance, dot, split",
+    [(torch.bfloat16, 2e-2, "bf16", "off"), (torch.bfloat16, 2e-2, "tf32", "auto"), (torch.bfloat16, 2e-2, "bf16", "auto"),
+     (torch.float32, 1e-5, "tf32", "auto")],
+)
+@pytest.mark.parametrize("grouping, shifts", [("frame", "temporal"), ("tube", "spatial"), ("joint", "both")])
+@pytest.mark.parametrize("gates", [1, 2])
+def test_fused_step_variants_match_reference_on_gpu_at_real_sizes(dtype, tolerance, dot, split, grouping, shifts, gates):
+    """Each ``STEP_DOT_OPERANDS`` x ``STEP_KEY_SPLIT`` variant the ``step`` benchmark compares, at
+    LVT base's sizes, batch 1 (split on an H200's 132 SMs: frame steps in 2 chunks, joint in 33;
+    tube steps are not split)."""
+    shape = VideoShape(16, 14, 14)
+    qkv, gate = step_inputs(13, 1, shape, 8, 64, gates, dtype=dtype, device="cuda")
+    with STEP_DOT_OPERANDS.using(dot), STEP_KEY_SPLIT.using(split):
+        check_against_reference(qkv, gate, tolerance, **options(grouping, shape, "relu", shifts, 8, 64))
 
 
 @pytest.mark.gpu

@@ -6,8 +6,11 @@ same function within the tolerance its tests state.
 | ``SDPA_BACKEND`` | ``tubelet.attention.sdpa`` | auto, flash, cudnn, efficient, math |
 | ``LINEAR_BACKEND`` | ``tubelet.attention.linear.functional`` | torch, triton |
 | ``LAYER_NORM_BACKEND`` | ``tubelet.layers.norm`` | torch, triton |
+| ``STEP_DOT_OPERANDS`` | ``tubelet.kernels.linear_step`` (the fused step kernel's dots) | tf32, bf16 |
+| ``STEP_KEY_SPLIT`` | ``tubelet.kernels.linear_step`` (the fused step kernel's programs) | off, auto |
 
-``fast_paths(sdpa=..., linear=..., norm=...)`` sets them for a block and restores them after.
+``fast_paths(sdpa=..., linear=..., norm=...)`` sets the first three for a block and restores
+them after; the fused step kernel's two are set with their own ``using``.
 """
 
 from __future__ import annotations

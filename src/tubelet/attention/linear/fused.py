@@ -65,7 +65,7 @@ def _fixation_covered(fixation) -> bool:
     return fixation is None or (fixation.mode, fixation.inputs, fixation.aggregation) == ("cooperative", "qkv", "concat")
 
 
-def _gate_arguments(fixation) -> dict:
+def gate_arguments(fixation) -> dict:
     """The kernel's gate arguments of a covered fixation: ``weight, bias`` (the shared ``phi``, or
     ``phi_q``) and ``key_weight, key_bias`` (``phi_k``, when Q and K have their own)."""
     if fixation is None:
@@ -109,7 +109,7 @@ class LinearAttentionStep(AttentionStep):
         heads, d = self.attn.num_heads, self.attn.head_dim
         qkv = self.attn.qkv(self.norm(x)).unflatten(-1, (3, heads, d))  # [B, L, 3, heads, d]
         out = triton_linear_step(
-            qkv, **_gate_arguments(self.fixation),
+            qkv, **gate_arguments(self.fixation),
             feature=FUSED_FEATURES[type(self.features)], offset=getattr(self.features, "offset", 0.0), eps=self.attn.core.eps,
             layout=group_layout(self.grouping.name, shape), grid=tuple(shape), shift=self.shift_table,
         )  # [B, L, heads, d]

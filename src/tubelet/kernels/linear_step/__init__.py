@@ -21,6 +21,11 @@ FEATURES = ("relu", "elu", "sigmoid")  # rho: ReLU + offset, ELU + 1, sigmoid
 # For 16-bit inputs, the dots' operands: tf32, or rounded to bf16 (half the registers and shared
 # memory, twice the tensor-core rate); float32 inputs always multiply exactly.
 STEP_DOT_OPERANDS = Switch("fused linear step dot operands", ("tf32", "bf16"), "tf32")
+# The key pass (S = K^T V, z) of each group: one program per group and head (off), or, where
+# groups x heads are fewer than the device has room for (the joint grouping, or frames at batch
+# 1), split over several programs per group, partial states summed, then the queries likewise
+# split (auto; forward and backward).
+STEP_KEY_SPLIT = Switch("fused linear step key split", ("off", "auto"), "off")
 
 
 def triton_linear_step(qkv: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, **options) -> torch.Tensor:

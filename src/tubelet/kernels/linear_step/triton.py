@@ -50,10 +50,12 @@ import triton
 import triton.language as tl
 from triton import knobs
 
-from tubelet.kernels.linear_step import FEATURES, STEP_DOT_OPERANDS
+from tubelet.kernels.linear_step import FEATURES, STEP_DOT_OPERANDS, STEP_KEY_SPLIT
 
 MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
-TARGET_PROGRAMS = 256  # backward programs to aim for: about two per SM of an H100/H200
+TARGET_PROGRAMS = 256  # programs to aim for off CUDA (on CUDA: two per SM)
+SPLIT_MIN = 64  # fewest members of a group per program when the key pass is split
+SPLIT_ALIGN = 32  # chunks are whole forward blocks
 
 
 @triton.jit
@@ -131,18 +133,19 @@ def _shift_table(SHIFT, h, d, SHIFTED: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _tile(Q, K, V, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+def _tile(Q, K, V, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
           wq, wk, wv, bias, uq, uk, uv, ubias, offset,
           FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
           BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
-    """One block of a group's tokens, ``[BLOCK_L, BLOCK_D]`` float32 each: the raw ``q, k, v``
+    """The block of a group's members from ``start`` (those before ``end``), ``[BLOCK_L, BLOCK_D]``
+    float32 each: the raw ``q, k, v``
     (k and v shifted), ``rho(q), rho(k)``, the features ``q~, k~`` (zero in padding) and the
     ratios ``gamma_q, gamma_k`` (the same tensor with one shared gate); also the tokens
     ``[BLOCK_L]`` and the mask of real rows and channels."""
     offs_l = start + tl.arange(0, BLOCK_L)
     offs_d = tl.arange(0, BLOCK_D)
     tokens = token0 + offs_l * member_stride
-    mask = (offs_l < length)[:, None] & (offs_d < d)[None, :]
+    mask = (offs_l < end)[:, None] & (offs_d < d)[None, :]
     q = tl.load(Q + tokens[:, None] * s_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
     if SHIFTED:
         st = (tokens // (grid_h * grid_w))[:, None] + shift_t[None, :]
@@ -178,16 +181,17 @@ def _tile(Q, K, V, token0, start, length, member_stride, s_l, d, shift_t, shift_
 
 
 @triton.jit
-def _state(Q, K, V, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+def _state(Q, K, V, token0, begin, end, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
            wq, wk, wv, bias, uq, uk, uv, ubias, offset,
            FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
            BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
-    """``S = sum k^^T v`` ``[BLOCK_D, BLOCK_D]`` and ``z = sum k^`` ``[BLOCK_D]`` over one group."""
+    """``S = sum k^^T v`` ``[BLOCK_D, BLOCK_D]`` and ``z = sum k^`` ``[BLOCK_D]`` over the members
+    ``[begin, end)`` of one group."""
     state = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     k_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for start in range(0, length, BLOCK_L):
+    for start in range(begin, end, BLOCK_L):
         _, _, _, _, v, _, _, _, k_feat, _, gamma_k = _tile(
-            Q, K, V, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+            Q, K, V, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
             wq, wk, wv, bias, uq, uk, uv, ubias, offset, FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
         k_hat = gamma_k * k_feat
         state = _dot(tl.trans(k_hat), v, state, PRECISION)
@@ -208,13 +212,104 @@ def _output_grads(q_hat, g, state, k_sum, eps, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(
-    Q, K, V, W, Bias, U, UBias, SHIFT, O,
-    s_b, s_l, s_h, so_b, so_l, so_h,
-    total_groups, groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
-    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
+def _state_grads(Q, K, V, G, token0, begin, end, member_stride, s_l, sg_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
+                 wq, wk, wv, bias, uq, uk, uv, ubias, offset, eps, state, k_sum,
+                 FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
+                 BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    """``dS = sum q^^T dN`` ``[BLOCK_D, BLOCK_D]`` and ``dz = sum dD q^`` ``[BLOCK_D]`` over the
+    queries ``[begin, end)`` of one group."""
+    offs_d = tl.arange(0, BLOCK_D)
+    d_state = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    d_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for start in range(begin, end, BLOCK_L):
+        tokens, mask, _, _, _, _, _, q_feat, _, gamma_q, _ = _tile(
+            Q, K, V, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w,
+            grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+            FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        q_hat = gamma_q * q_feat
+        g = tl.load(G + tokens[:, None] * sg_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+        d_num, d_den = _output_grads(q_hat, g, state, k_sum, eps, PRECISION)
+        d_state = _dot(tl.trans(q_hat), d_num, d_state, PRECISION)
+        d_sum += tl.sum(q_hat * d_den[:, None], axis=0)
+    return d_state, d_sum
+
+
+@triton.jit
+def _work_item(item, chunks, chunk_len, length, groups, group_stride):
+    """Work item ``item`` (chunk ``item % chunks`` of group ``item // chunks``, over the batch):
+    its group, batch index, first token and member range ``[begin, end)``."""
+    group = item // chunks
+    begin = (item % chunks) * chunk_len
+    end = tl.minimum(begin + chunk_len, length)
+    return group, (group // groups).to(tl.int64), (group % groups) * group_stride, begin, end
+
+
+@triton.jit
+def _store_state(STATE, row, d, state, k_sum, BLOCK_D: tl.constexpr):
+    """``S [d, d]`` then ``z [d]`` as row ``row`` of ``STATE [rows, d * d + d]`` (float32)."""
+    offs_i = tl.arange(0, BLOCK_D)[:, None]
+    offs_j = tl.arange(0, BLOCK_D)[None, :]
+    base = STATE + row.to(tl.int64) * (d * d + d)
+    tl.store(base + offs_i * d + offs_j, state, mask=(offs_i < d) & (offs_j < d))
+    tl.store(base + d * d + tl.arange(0, BLOCK_D), k_sum, mask=tl.arange(0, BLOCK_D) < d)
+
+
+@triton.jit
+def _load_state(STATE, row, d, BLOCK_D: tl.constexpr):
+    """Row ``row`` of ``STATE [rows, d * d + d]``: ``S [BLOCK_D, BLOCK_D]``, ``z [BLOCK_D]``, zero-padded."""
+    offs_i = tl.arange(0, BLOCK_D)[:, None]
+    offs_j = tl.arange(0, BLOCK_D)[None, :]
+    base = STATE + row.to(tl.int64) * (d * d + d)
+    state = tl.load(base + offs_i * d + offs_j, mask=(offs_i < d) & (offs_j < d), other=0.0)
+    k_sum = tl.load(base + d * d + tl.arange(0, BLOCK_D), mask=tl.arange(0, BLOCK_D) < d, other=0.0)
+    return state, k_sum
+
+
+@triton.jit
+def _state_kernel(
+    Q, K, V, W, Bias, U, UBias, SHIFT, G, STATE, OUT,
+    s_b, s_l, s_h, sg_b, sg_l, sg_h,
+    total_groups, groups, length, group_stride, member_stride, chunks, chunk_len, d, offset, eps, grid_t, grid_h, grid_w,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr, GRADS: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    """Each group's ``chunks`` chunks of ``chunk_len`` members in parallel (the key pass split over
+    programs): ``OUT [groups * chunks * heads, d * d + d]`` gets each chunk's partial ``S, z``, or
+    with ``GRADS`` its partial ``dS, dz`` (then ``STATE [groups * heads, d * d + d]`` holds the
+    whole groups' ``S, z``)."""
+    pid = tl.program_id(0)
+    h = tl.program_id(1)
+    heads = tl.num_programs(1)
+    wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
+    uq, uk, uv, ubias = _gate_weights(U, UBias, d, TWO_GATES, BLOCK_D)
+    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
+    for item in range(pid, total_groups * chunks, tl.num_programs(0)):
+        group, b, token0, begin, end = _work_item(item, chunks, chunk_len, length, groups, group_stride)
+        q_ptr = Q + b * s_b + h * s_h
+        k_ptr = K + b * s_b + h * s_h
+        v_ptr = V + b * s_b + h * s_h
+        if GRADS:
+            state, k_sum = _load_state(STATE, group * heads + h, d, BLOCK_D)
+            part, part_sum = _state_grads(q_ptr, k_ptr, v_ptr, G + b * sg_b + h * sg_h, token0, begin, end, member_stride, s_l, sg_l,
+                                          d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias,
+                                          offset, eps, state, k_sum, FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        else:
+            part, part_sum = _state(q_ptr, k_ptr, v_ptr, token0, begin, end, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                                    grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+                                    FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        _store_state(OUT, item * heads + h, d, part, part_sum, BLOCK_D)
+
+
+@triton.jit
+def _forward_kernel(
+    Q, K, V, W, Bias, U, UBias, SHIFT, STATE, O,
+    s_b, s_l, s_h, so_b, so_l, so_h,
+    total_groups, groups, length, group_stride, member_stride, chunks, chunk_len, d, offset, eps, grid_t, grid_h, grid_w,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """The outputs of each group's ``chunks`` chunks of queries; ``S, z`` from ``STATE`` with
+    ``SPLIT`` (the key pass done by ``_state_kernel``), else computed here (then ``chunks`` is 1)."""
     pid = tl.program_id(0)
     h = tl.program_id(1)
     programs = tl.num_programs(0)
@@ -222,19 +317,21 @@ def _forward_kernel(
     uq, uk, uv, ubias = _gate_weights(U, UBias, d, TWO_GATES, BLOCK_D)
     shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
-    for group in range(pid, total_groups, programs):
-        b = (group // groups).to(tl.int64)
-        token0 = (group % groups) * group_stride
+    for item in range(pid, total_groups * chunks, programs):
+        group, b, token0, begin, end = _work_item(item, chunks, chunk_len, length, groups, group_stride)
         q_ptr = Q + b * s_b + h * s_h
         k_ptr = K + b * s_b + h * s_h
         v_ptr = V + b * s_b + h * s_h
         o_ptr = O + b * so_b + h * so_h
-        state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
-                              grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-                              FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
-        for start in range(0, length, BLOCK_L):
+        if SPLIT:
+            state, k_sum = _load_state(STATE, group * tl.num_programs(1) + h, d, BLOCK_D)
+        else:
+            state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, 0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                                  grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+                                  FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        for start in range(begin, end, BLOCK_L):
             tokens, mask, _, _, _, _, _, q_feat, _, gamma_q, _ = _tile(
-                q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                q_ptr, k_ptr, v_ptr, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w,
                 grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
                 FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
             q_hat = gamma_q * q_feat
@@ -246,12 +343,14 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    Q, K, V, W, Bias, U, UBias, SHIFT, G, DQKV, DW, DB,
+    Q, K, V, W, Bias, U, UBias, SHIFT, G, STATE, DSTATE, DQKV, DW, DB,
     s_b, s_l, s_h, sg_b, sg_l, sg_h, sd_b, sd_l, sd_part, sd_h,
-    total_groups, groups, length, group_stride, member_stride, d, offset, eps, grid_t, grid_h, grid_w,
-    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
+    total_groups, groups, length, group_stride, member_stride, chunks, chunk_len, d, offset, eps, grid_t, grid_h, grid_w,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr, SPLIT: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    """The gradients of each group's ``chunks`` chunks of tokens; ``S, z`` and ``dS, dz`` from
+    ``STATE`` and ``DSTATE`` with ``SPLIT``, else computed here (then ``chunks`` is 1)."""
     pid = tl.program_id(0)
     h = tl.program_id(1)
     programs = tl.num_programs(0)
@@ -267,31 +366,25 @@ def _backward_kernel(
     d_uk = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     d_uv = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     d_ubias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for group in range(pid, total_groups, programs):
-        b = (group // groups).to(tl.int64)
-        token0 = (group % groups) * group_stride
+    for item in range(pid, total_groups * chunks, programs):
+        group, b, token0, begin, end = _work_item(item, chunks, chunk_len, length, groups, group_stride)
         q_ptr = Q + b * s_b + h * s_h
         k_ptr = K + b * s_b + h * s_h
         v_ptr = V + b * s_b + h * s_h
         g_ptr = G + b * sg_b + h * sg_h
-        state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
-                              grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-                              FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
-        d_state = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
-        d_sum = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for start in range(0, length, BLOCK_L):  # queries: the gradients of S and z
-            tokens, mask, _, _, _, _, _, q_feat, _, gamma_q, _ = _tile(
-                q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
-                grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-                FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
-            q_hat = gamma_q * q_feat
-            g = tl.load(g_ptr + tokens[:, None] * sg_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-            d_num, d_den = _output_grads(q_hat, g, state, k_sum, eps, PRECISION)
-            d_state = _dot(tl.trans(q_hat), d_num, d_state, PRECISION)
-            d_sum += tl.sum(q_hat * d_den[:, None], axis=0)
-        for start in range(0, length, BLOCK_L):  # every token as query and key: dq, dk, dv, dW
+        if SPLIT:
+            state, k_sum = _load_state(STATE, group * tl.num_programs(1) + h, d, BLOCK_D)
+            d_state, d_sum = _load_state(DSTATE, group * tl.num_programs(1) + h, d, BLOCK_D)
+        else:
+            state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, 0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                                  grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
+                                  FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            d_state, d_sum = _state_grads(q_ptr, k_ptr, v_ptr, g_ptr, token0, 0, length, member_stride, s_l, sg_l,
+                                          d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias,
+                                          offset, eps, state, k_sum, FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+        for start in range(begin, end, BLOCK_L):  # every token as query and key: dq, dk, dv, dW
             tokens, mask, q, k, v, fq, fk, q_feat, k_feat, gamma_q, gamma_k = _tile(
-                q_ptr, k_ptr, v_ptr, token0, start, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
+                q_ptr, k_ptr, v_ptr, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w,
                 grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
                 FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
             q_hat = gamma_q * q_feat
@@ -406,14 +499,31 @@ def _config(d: int, length: int, dtype: torch.dtype, max_block: int, shared_tf32
     )
 
 
+def _target_programs(device: torch.device) -> int:
+    if device.type == "cuda":
+        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return TARGET_PROGRAMS
+
+
+def _split(total_groups: int, heads: int, length: int, device: torch.device) -> tuple[int, int]:
+    """``(chunks, chunk_len)``: with ``STEP_KEY_SPLIT`` at ``auto`` and at most half as many groups
+    x heads as the device wants programs, each group's members in as many chunks (of at least
+    ``SPLIT_MIN``, a multiple of ``SPLIT_ALIGN``) as keep groups x chunks x heads within that
+    number, so that every chunk has a program of its own; else one chunk of the whole group."""
+    if STEP_KEY_SPLIT.get() == "off":
+        return 1, length
+    chunks = min(_target_programs(device) // (total_groups * heads), length // SPLIT_MIN)
+    if chunks <= 1:
+        return 1, length
+    chunk_len = triton.cdiv(triton.cdiv(length, chunks), SPLIT_ALIGN) * SPLIT_ALIGN
+    return triton.cdiv(length, chunk_len), chunk_len
+
+
 def _programs(total_groups: int, heads: int, device: torch.device) -> int:
     """Programs per head, each taking every ``programs``-th group: enough to fill the device, few
     enough that each program's load of the gate's ``[d, 3d]`` weights (and, backward, its
     partial gradients) serves several short groups (the tube step's 16 tokens)."""
-    target = TARGET_PROGRAMS
-    if device.type == "cuda":
-        target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(total_groups, target // heads))
+    return max(1, min(total_groups, _target_programs(device) // heads))
 
 
 def _sizes(qkv: torch.Tensor, layout: tuple[int, int, int, int], grid: tuple[int, int, int]) -> dict:
@@ -431,17 +541,19 @@ class _LinearStep(torch.autograd.Function):
         batch, length, _, heads, d = qkv.shape
         q, k, v = qkv.unbind(2)  # [B, L, heads, d] views
         out = torch.empty(batch, length, heads, d, dtype=qkv.dtype, device=qkv.device)
-        flags = dict(FEATURE=FEATURES.index(feature), HAS_GATE=weight is not None, TWO_GATES=key_weight is not None,
-                     SHIFTED=shift is not None)
         ctx.save_for_backward(qkv, weight, bias, key_weight, key_bias, shift)
         ctx.options = (feature, offset, eps, layout, grid)
         if out.numel():
             total = batch * layout[0]
-            _forward_kernel[(_programs(total, heads, qkv.device), heads)](
-                q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift), out,
-                q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-                total_groups=total, offset=offset, eps=eps, **_sizes(qkv, layout, grid), **flags,
-                **_config(d, layout[1], qkv.dtype, max_block=16 if qkv.dtype == torch.float32 else 32),
+            chunks, chunk_len = _split(total, heads, layout[1], qkv.device)
+            config = _config(d, layout[1], qkv.dtype, max_block=16 if qkv.dtype == torch.float32 else 32)
+            args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
+                        **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift), **config)
+            pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
+            state = _key_pass(pointers, q, None, None, total, chunks, heads, args) if chunks > 1 else q
+            _forward_kernel[(_programs(total * chunks, heads, qkv.device), heads)](
+                *pointers, state, out, q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+                SPLIT=chunks > 1, **args,
             )
         return out
 
@@ -457,19 +569,26 @@ class _LinearStep(torch.autograd.Function):
         d_qkv = torch.empty(batch, length, 3, heads, d, dtype=qkv.dtype, device=qkv.device)
         d_shifted = d_qkv if shift is None else torch.empty_like(d_qkv)
         total = batch * layout[0]
-        programs = _programs(total, heads, qkv.device)
+        chunks, chunk_len = _split(total, heads, layout[1], qkv.device)
+        programs = _programs(total * chunks, heads, qkv.device)
         has_gate, two_gates = weight is not None, key_weight is not None
         gates = 2 if two_gates else 1
         parts = programs * heads if has_gate else 1
         d_weight = torch.empty(parts, gates, d, 3 * d, dtype=torch.float32, device=qkv.device)
         d_bias = torch.empty(parts, gates, d, dtype=torch.float32, device=qkv.device)
         if d_qkv.numel():
+            config = _config(d, layout[1], qkv.dtype, max_block=16, shared_tf32=not two_gates)
+            args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
+                        **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift), **config)
+            pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
+            state = d_state = q
+            if chunks > 1:
+                state = _key_pass(pointers, q, None, None, total, chunks, heads, args)
+                d_state = _key_pass(pointers, q, grad, state, total, chunks, heads, args)
             _backward_kernel[(programs, heads)](
-                q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift), grad, d_shifted, d_weight, d_bias,
+                *pointers, grad, state, d_state, d_shifted, d_weight, d_bias,
                 q.stride(0), q.stride(1), q.stride(2), grad.stride(0), grad.stride(1), grad.stride(2), *d_shifted.stride()[:4],
-                total_groups=total, offset=offset, eps=eps, **_sizes(qkv, layout, grid),
-                FEATURE=FEATURES.index(feature), HAS_GATE=has_gate, TWO_GATES=two_gates, SHIFTED=shift is not None,
-                **_config(d, layout[1], qkv.dtype, max_block=16, shared_tf32=not two_gates),
+                SPLIT=chunks > 1, **args,
             )
             if shift is not None:
                 _unshift(d_shifted, d_qkv, shift, grid)
@@ -481,6 +600,25 @@ class _LinearStep(torch.autograd.Function):
             for n, (t, d_part, i) in enumerate(gate_parts, 1)
         ]
         return d_qkv, *grads, None, None, None, None, None, None
+
+
+def _flags(feature: str, weight, key_weight, shift) -> dict:
+    return dict(FEATURE=FEATURES.index(feature), HAS_GATE=weight is not None, TWO_GATES=key_weight is not None,
+                SHIFTED=shift is not None)
+
+
+def _key_pass(pointers, q, grad, state, total: int, chunks: int, heads: int, args: dict) -> torch.Tensor:
+    """The key pass split over ``chunks`` programs per group and head: ``S, z`` of every group and
+    head ``[groups * heads, d * d + d]`` float32, or, given ``grad`` and those ``state`` s, ``dS,
+    dz``; the chunks' partial sums are added here."""
+    d = q.shape[-1]
+    partial = torch.empty(total, chunks, heads, d * d + d, dtype=torch.float32, device=q.device)
+    g = q if grad is None else grad
+    _state_kernel[(_programs(total * chunks, heads, q.device), heads)](
+        *pointers, g, q if state is None else state, partial,
+        q.stride(0), q.stride(1), q.stride(2), g.stride(0), g.stride(1), g.stride(2), GRADS=grad is not None, **args,
+    )
+    return partial.sum(1).reshape(total * heads, d * d + d)
 
 
 def _or(placeholder: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Tensor]:
