@@ -19,14 +19,6 @@ import torch
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    pytest.importorskip("av", reason="PyAV writes and reads the synthetic videos")
-    from engine.synth_fixture import write_tiny_synth
-
-    return write_tiny_synth(tmp_path_factory.mktemp("synth"))
-
-
 def _overrides(root, *extra):
     from engine.synth_fixture import tiny_overrides
 
