@@ -29,6 +29,9 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
 - ``lvt``: LVT base 16x224 at batch 1 and 8, torch vs triton backend, and TimeSformer-B divided
   (our softmax) 16x224 at batch 1 as in the issue's table; each also from a CUDA graph, which
   takes the launch overhead out (the profile: 46 ms of CPU time for 7.6 ms of GPU work);
+- ``lvt-official``: the official LVT architecture (``tubelet.convert.lvt.official_arguments`` with
+  separate Q and K gates: what converted official checkpoints run) at 16x224, batch 1 and 8, with
+  each backend, beside LVT base with the triton backend;
 - ``table8``: the seed's Table 8 grid at batch 1 (16, 32, 64, 96 frames x 224, 448 px, and
   128x448): LVT torch, LVT triton, and softmax divided attention on the same 512-wide backbone
   (``attention=divided``), with the speed-up of each LVT backend over softmax;
@@ -63,6 +66,7 @@ import torch
 from tubelet.bench import BenchConfig, command_line, markdown, run_bench
 from tubelet.bench.run import linear_backend
 from tubelet.bench.timing import synchronize, time_repetitions
+from tubelet.convert.lvt import official_arguments
 from tubelet.files import atomic_write_json, atomic_write_text
 from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT
 from tubelet.kernels.linear_attention.reference import linear_attention_reference
@@ -71,6 +75,9 @@ TSF = "timesformer_divided_base_p16_8x224"
 LVT = "lvt_base_p16_16x224"
 MVIT = "mvitv2_small_16x224"
 SOFTMAX_ON_LVT = {"attention": "divided"}  # the same backbone with TimeSformer's divided softmax attention
+# The official LVT architecture with its configs' separate Q and K gates (SSv2's SHIFT_DIV 4), as
+# `tubelet convert --from lvt` builds it: 17 x 17 overlapping patches at 224 px
+OFFICIAL_LVT = official_arguments(temporal_shift_div=4, fixation_shared=False)
 DEVICE = torch.device("cuda")
 
 
@@ -108,6 +115,11 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
             Variant("timesformer-b softmax graph", BenchConfig(models=(TSF,), frames=(16,), cuda_graph=True, **run)),
         ], [("lvt triton", "lvt torch"), ("lvt torch", "timesformer-b softmax"), ("lvt triton", "timesformer-b softmax"),
             ("lvt torch graph", "lvt torch"), ("lvt triton graph", "lvt triton"), ("lvt triton graph", "timesformer-b softmax graph")]),
+        "lvt-official": ([
+            Variant("lvt official torch", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="torch", overrides=OFFICIAL_LVT, **run)),
+            Variant("lvt official triton", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="triton", overrides=OFFICIAL_LVT, **run)),
+            Variant("lvt triton", BenchConfig(models=(LVT,), batches=(1, 8), linear_backend="triton", **run)),
+        ], [("lvt official triton", "lvt official torch"), ("lvt official triton", "lvt triton")]),
         "table8": ([
             Variant("lvt torch", BenchConfig(models=(LVT,), linear_backend="torch", **table8)),
             Variant("lvt triton", BenchConfig(models=(LVT,), linear_backend="triton", **table8)),
@@ -268,7 +280,7 @@ def _step_section(reps: int, warmup: int) -> tuple[list[dict], str]:
     qkv and its output over the measured copy bandwidth."""
     from tubelet.attention.linear import LinearAttention
     from tubelet.attention.linear.fused import gate_arguments, group_layout
-    from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT, triton_linear_step
+    from tubelet.kernels.linear_step import triton_linear_step
     from tubelet.layers.shape import VideoShape
 
     bandwidth = _copy_bandwidth(reps)

@@ -346,29 +346,34 @@ def test_fused_step_variants_match_reference_on_gpu_at_real_sizes(dtype, toleran
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: torch.compile does not trace the interpreter")
-def test_fused_step_compiles_in_one_graph_forward_and_backward():
-    """``torch.compile(fullgraph=True)`` fails on any graph break around the kernels."""
+@pytest.mark.parametrize("split", STEP_KEY_SPLIT.names)
+def test_fused_step_compiles_in_one_graph_forward_and_backward(split):
+    """``torch.compile(fullgraph=True)`` fails on any graph break around the kernels (with the
+    split key pass: its extra kernels and sums too; batch 1, so the frame step splits)."""
     shape = VideoShape(16, 14, 14)
-    qkv, gate = step_inputs(11, 2, shape, 8, 64, 1, dtype=torch.bfloat16, device="cuda")
+    qkv, gate = step_inputs(11, 1, shape, 8, 64, 1, dtype=torch.bfloat16, device="cuda")
     weight, bias = gate["weight"], gate["bias"]
     opts = options("frame", shape, "relu", "temporal", 8, 64)
-    compiled = torch.compile(lambda a, b, c: triton_linear_step(a, b, c, **opts), fullgraph=True)
-    out = compiled(qkv, weight, bias)
-    eager = triton_linear_step(qkv, weight, bias, **opts)
-    assert relative_error(out, eager) < 1e-3
-    grad = torch.randn_like(out)
-    for a, b in zip(torch.autograd.grad(out, (qkv, weight, bias), grad), torch.autograd.grad(eager, (qkv, weight, bias), grad)):
-        assert relative_error(a, b) < 1e-3
+    with STEP_KEY_SPLIT.using(split):
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda a, b, c: triton_linear_step(a, b, c, **opts), fullgraph=True)
+        out = compiled(qkv, weight, bias)
+        eager = triton_linear_step(qkv, weight, bias, **opts)
+        assert relative_error(out, eager) < 1e-3
+        grad = torch.randn_like(out)
+        for a, b in zip(torch.autograd.grad(out, (qkv, weight, bias), grad), torch.autograd.grad(eager, (qkv, weight, bias), grad)):
+            assert relative_error(a, b) < 1e-3
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: on CPU the tiny model runs through the interpreter above")
-def test_lvt_base_agrees_between_backends_on_gpu():
-    """LVT base at 16x224 (two of its layers), training mode: in float32 the fused triton path
-    gives the composed torch path's logits and gradients; under bf16 autocast it is at least about
-    as close to float32 as the composed path is."""
+@pytest.mark.parametrize("model_options", [{}, official_arguments(temporal_shift_div=4, fixation_shared=False)], ids=["base", "official"])
+def test_lvt_base_agrees_between_backends_on_gpu(model_options):
+    """LVT base at 16x224 (two of its layers), and the official architecture with separate gates,
+    training mode: in float32 the fused triton path gives the composed torch path's logits and
+    gradients; under bf16 autocast it is at least about as close to float32 as the composed path is."""
     torch.manual_seed(0)
-    model = tubelet.create_model("lvt_base_p16_16x224", num_classes=10, depth=2).cuda()
+    model = tubelet.create_model("lvt_base_p16_16x224", num_classes=10, depth=2, **model_options).cuda()
     video = torch.randn(2, 3, 16, 224, 224, device="cuda")
 
     def run(backend: str, autocast: bool) -> list[torch.Tensor]:
