@@ -30,6 +30,11 @@ token (each is a query and a key),
 and with two gates ``da = dq^ q~ gamma_q (1 - gamma_q)``, ``dc = dk^ k~ gamma_k (1 - gamma_k)``,
 each gate's terms as above (``dq~ = dq^ gamma_q + da W_q + dc U_q``, ..., ``dU += dc^T [q~ k~ v]``).
 
+With ``STEP_KEY_SPLIT`` at ``auto`` and too few groups to fill the device (batch 1, the joint
+grouping), each group's members are cut into chunks with a program each: ``_state_kernel``
+writes each chunk's partial ``S, z`` (backward: then ``dS, dz``), summed outside, and the forward
+and backward kernels' programs each finish their chunk from the summed states.
+
 ``dW`` and ``db`` are float32 per-program partial sums in registers, written once per program
 and summed afterwards (deterministic, no atomics). The gradients of the shifted K and V are then
 moved back to the tokens they were read from by the same table with the offsets negated (the
