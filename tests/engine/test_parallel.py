@@ -279,3 +279,38 @@ def test_fsdp_state_round_trips_in_a_plain_models_layout(one_process_group):
     fresh_opt = build_optimizer(fresh, settings)
     load_full_state(fresh, fresh_opt, weights, state)
     assert_same(*full_state(fresh, fresh_opt))
+
+
+def _tiny_models() -> list[str]:
+    import tubelet
+
+    return [name for name in tubelet.list_models() if "_tiny_" in name]
+
+
+def test_every_family_has_a_tiny_model_here():
+    families = {name.split("_")[0] for name in _tiny_models()}
+    assert {"timesformer", "vivit", "videomae", "xvit", "tsm", "mvitv2", "lvt"} <= families
+
+
+@pytest.mark.parametrize("name", _tiny_models())
+def test_every_model_uses_every_parameter_and_shards_under_fsdp(one_process_group, name):
+    """Every parameter gets a gradient (DDP needs no find_unused_parameters), and the model sharded
+    by FSDP2 gives the plain model's logits and gradients."""
+    import tubelet
+    from tubelet.engine.distributed import DistContext
+    from tubelet.engine.parallel import wrap_model
+
+    def build():
+        torch.manual_seed(0)
+        return tubelet.create_model(name, num_classes=3, drop_rate=0.0, drop_path_rate=0.0)
+
+    plain, sharded = build(), wrap_model(build(), "fsdp", DistContext(0, 1, torch.device("cpu"), joined=True), None)
+    meta = plain.metadata
+    video = torch.randn(2, 3, meta.num_frames, meta.img_size, meta.img_size)
+    expected, got = plain(video), sharded(video)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    expected.square().sum().backward()
+    got.square().sum().backward()
+    assert [k for k, p in plain.named_parameters() if p.grad is None] == []
+    for (key, p), q in zip(sharded.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad.full_tensor(), q.grad, rtol=1e-5, atol=1e-6, msg=key)
