@@ -159,6 +159,17 @@ def test_shift_table_reads_what_the_channel_shifts_move():
         assert torch.equal(gather_shift(kv, fused.shift_table(SHIFTS[name], 32), tuple(shape)), expected), name
 
 
+@pytest.mark.parametrize("split", STEP_KEY_SPLIT.names)
+def test_an_empty_batch_gives_empty_outputs_and_zero_gate_gradients(split):
+    shape = VideoShape(2, 8, 17)
+    qkv, gate = step_inputs(2, 0, shape, 1, 16, 2)
+    with STEP_KEY_SPLIT.using(split):
+        out = triton_linear_step(qkv, **gate, **options("frame", shape, "relu", "temporal", 1, 16))
+        assert out.shape == (0, shape.num_patches, 1, 16)
+        grads = torch.autograd.grad(out.sum(), [qkv, *gate.values()])
+    assert grads[0].shape == qkv.shape and all(torch.equal(g, torch.zeros_like(g)) for g in grads[1:])
+
+
 def test_bad_inputs_are_refused():
     shape = VideoShape(2, 2, 2)
     qkv, gate = step_inputs(1, 1, shape, 2, 8, 2)

@@ -515,7 +515,7 @@ def _split(total_groups: int, heads: int, length: int, device: torch.device) -> 
     x heads as the device wants programs, each group's members in as many chunks (of at least
     ``SPLIT_MIN``, a multiple of ``SPLIT_ALIGN``) as keep groups x chunks x heads within that
     number, so that every chunk has a program of its own; else one chunk of the whole group."""
-    if STEP_KEY_SPLIT.get() == "off":
+    if STEP_KEY_SPLIT.get() == "off" or total_groups * heads == 0:
         return 1, length
     chunks = min(_target_programs(device) // (total_groups * heads), length // SPLIT_MIN)
     if chunks <= 1:
@@ -579,8 +579,9 @@ class _LinearStep(torch.autograd.Function):
         has_gate, two_gates = weight is not None, key_weight is not None
         gates = 2 if two_gates else 1
         parts = programs * heads if has_gate else 1
-        d_weight = torch.empty(parts, gates, d, 3 * d, dtype=torch.float32, device=qkv.device)
-        d_bias = torch.empty(parts, gates, d, dtype=torch.float32, device=qkv.device)
+        alloc = torch.empty if d_qkv.numel() else torch.zeros  # no tokens: no kernel, zero gradients
+        d_weight = alloc(parts, gates, d, 3 * d, dtype=torch.float32, device=qkv.device)
+        d_bias = alloc(parts, gates, d, dtype=torch.float32, device=qkv.device)
         if d_qkv.numel():
             config = _config(d, layout[1], qkv.dtype, max_block=16, shared_tf32=not two_gates)
             args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
