@@ -23,6 +23,7 @@ _STOCHASTIC = ["model.depth=2", "model.drop_path_rate=0.3", "model.drop_rate=0.2
 
 
 def _train(config, run, resume):
+    os.setpgid(0, 0)  # a process group of its own, so that the kill takes its DataLoader workers too
     torch.set_num_threads(1)  # the same float reduction order in every process
     fit(config, run, resume=resume, stream=io.StringIO())
 
@@ -40,7 +41,7 @@ def _kill_after(process, run, step, delay):
         assert process.is_alive(), f"the run ended (exit code {process.exitcode}) before step {step}"
         time.sleep(0.002)
     time.sleep(delay)
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # the run and its workers: none outlives the test holding its output
     process.join()
 
 
