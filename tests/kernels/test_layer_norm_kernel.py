@@ -73,16 +73,32 @@ def test_the_module_takes_the_kernel_only_in_autocast_inference(monkeypatch):
     assert calls == [torch.bfloat16]
 
 
+def _bf16_errors(model, video):
+    """Relative L2 distance of the bf16-autocast logits from the float32 ones, with each LayerNorm
+    backend. The two bf16 runs need not agree bit for bit: where the kernel's float32 statistics
+    differ from PyTorch's in the last place, a bf16 rounding can flip, and a random network carries
+    that along (MViTv2-S: the two runs differ by 0.9% while each is 1.2% from float32, CPU). So the
+    fast path is held to the default's accuracy, not to its bits."""
+    device = video.device.type
+    with torch.inference_mode():
+        exact = model(video).double()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            default = model(video).double()
+            with LAYER_NORM_BACKEND.using("triton"):
+                fast = model(video).double()
+
+    def error(logits):
+        return ((logits - exact).norm() / exact.norm()).item()
+
+    return error(default), error(fast)
+
+
 @pytest.mark.parametrize("name", ["timesformer_divided_tiny_p8_8x32", "mvitv2_tiny_8x32"])
-def test_a_model_gives_the_same_logits_with_either_backend(name):
+def test_a_model_is_as_accurate_with_either_backend(name):
     torch.manual_seed(0)
     model = tubelet.create_model(name, num_classes=5).eval()
-    video = torch.randn(2, 3, 8, 32, 32)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        expected = model(video).float()
-        with LAYER_NORM_BACKEND.using("triton"):
-            fast = model(video).float()
-    assert ((fast - expected).norm() / expected.norm()).item() < 2e-2
+    default, fast = _bf16_errors(model, torch.randn(2, 3, 8, 32, 32))
+    assert fast <= 1.25 * default + 1e-3
 
 
 @pytest.mark.gpu
@@ -97,12 +113,8 @@ def test_kernel_matches_the_reference_on_gpu_at_model_sizes(rows, width):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", ["timesformer_divided_base_p16_8x224", "mvitv2_small_16x224"])
-def test_a_base_model_gives_the_same_logits_with_either_backend_on_gpu(name):
+def test_a_base_model_is_as_accurate_with_either_backend_on_gpu(name):
     torch.manual_seed(0)
     model = tubelet.create_model(name).cuda().eval()
-    video = torch.randn(2, *default_input_size(name), device="cuda")
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-        expected = model(video).float()
-        with LAYER_NORM_BACKEND.using("triton"):
-            fast = model(video).float()
-    assert ((fast - expected).norm() / expected.norm()).item() < 1e-2
+    default, fast = _bf16_errors(model, torch.randn(2, *default_input_size(name), device="cuda"))
+    assert fast <= 1.25 * default + 1e-3
