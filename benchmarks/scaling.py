@@ -115,7 +115,6 @@ def worker(args: argparse.Namespace) -> dict:
               "step_s": elapsed / timed, "peak_gib": peak, "losses": losses}
     if dist.is_main and args.out is not None:
         args.out.write_text(json.dumps(record))
-    shutdown_distributed()
     return record
 
 
@@ -151,7 +150,10 @@ def main() -> None:
     argv = sys.argv[1:]
     args = _parser().parse_args(argv)
     if launched_by_torchrun():
-        worker(args)
+        try:
+            worker(args)
+        finally:
+            shutdown_distributed()  # after the worker's frame is gone, so its FSDP2 objects can be collected first
         return
     records = launch(args, argv)
     first = records[0]
