@@ -87,6 +87,7 @@ def test_predict_sliding_window_gives_segments(trained, capsys):
      "model=timesformer_space_tiny_p8_8x32 (from the command line) has no argument 'pos_embed'"),
     (["eval", "nowhere", "--data", "list.csv"], "nowhere is not a checkpoint"),
     (["eval", "nowhere", "--data", "list.csv", "--views", "2by3"], "views '2by3' must be TxS"),
+    (["eval", "nowhere", "--data", "list.csv", "--views", "9x9"], "views '9x9': spatial crops S must be 1 (centre) or 3"),
 ])
 def test_bad_input_exits_2_naming_it(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

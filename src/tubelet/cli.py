@@ -33,6 +33,9 @@ def parse_views(text: str) -> tuple[int, int]:
     if clips < 1 or crops < 1:
         raise argparse.ArgumentTypeError(f"views {text!r}: temporal clips T and spatial crops S must both be at "
                                          f"least 1, e.g. 1x3")
+    if crops not in (1, 3):  # the crops tubelet.data.transforms makes (not imported here: start-up stays fast)
+        raise argparse.ArgumentTypeError(f"views {text!r}: spatial crops S must be 1 (centre) or 3 (both ends and "
+                                         f"centre of the long side)")
     return clips, crops
 
 
