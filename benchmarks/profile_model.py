@@ -13,10 +13,9 @@ import argparse
 import time
 
 import torch
-import yaml
 from torch.profiler import ProfilerActivity, profile
 
-from tubelet.bench.run import linear_backend
+from tubelet.bench.run import linear_backend, parse_overrides
 from tubelet.bench.timing import synchronize
 from tubelet.models.registry import create_model
 from tubelet.models.summary import default_input_size
@@ -38,7 +37,7 @@ def main() -> None:
     channels, frames, height, width = default_input_size(args.model)
     frames, height = args.frames or frames, args.size or height
     width = args.size or width
-    options = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.overrides)}
+    options = parse_overrides(args.overrides)
     with torch.device(device):
         model = create_model(args.model, num_frames=frames, img_size=height, **options)
         video = torch.randn(args.batch, channels, frames, height, width)

@@ -111,18 +111,10 @@ def test_load_weights_names_bad_keys_and_allows_new_head(tmp_path):
 
 
 def test_a_full_disk_while_saving_leaves_the_last_good_checkpoint(tmp_path, tiny_net, monkeypatch):
-    import errno
+    from full_disk import filling_disk
 
     good = _save(tmp_path, tiny_net, 1)
-    real_save = torch.save
-
-    def disk_fills_up(obj, path, *args, **kwargs):
-        real_save(obj, path, *args, **kwargs)
-        with open(path, "r+b") as handle:
-            handle.truncate(10)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(ckpt.torch, "save", disk_fills_up)
+    monkeypatch.setattr(ckpt.torch, "save", filling_disk(torch.save, keep_bytes=10))
     with pytest.raises(OSError, match="No space left on device"):
         _save(tmp_path, tiny_net, 2)
     monkeypatch.undo()

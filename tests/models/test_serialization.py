@@ -10,6 +10,8 @@ import torch
 import tubelet
 from tubelet.models import serialization
 
+from full_disk import filling_disk
+
 
 def _tiny(num_classes=3):
     torch.manual_seed(0)
@@ -21,15 +23,7 @@ def test_a_full_disk_during_save_leaves_the_previous_model(tmp_path, monkeypatch
     folder = tmp_path / "model"
     tubelet.save_model(_tiny(), folder, class_names=["a", "b", "c"])
     expected = tubelet.load_model(folder).state_dict()
-    real = serialization.save_file
-
-    def disk_fills_up(tensors, path, *args, **kwargs):
-        real(tensors, path, *args, **kwargs)
-        with open(path, "r+b") as handle:
-            handle.truncate(1000)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(serialization, "save_file", disk_fills_up)
+    monkeypatch.setattr(serialization, "save_file", filling_disk(serialization.save_file, keep_bytes=1000))
     other = _tiny()
     with torch.no_grad():
         other.head.weight.add_(1.0)
