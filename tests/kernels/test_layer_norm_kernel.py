@@ -73,6 +73,14 @@ def test_the_module_takes_the_kernel_only_in_autocast_inference(monkeypatch):
     assert calls == [torch.bfloat16]
 
 
+def test_the_meta_device_takes_the_default_path():
+    """FLOP counts build models on the meta device, where autocast has no state to ask about."""
+    layer = LayerNorm(16, device="meta")
+    with LAYER_NORM_BACKEND.using("triton"), torch.no_grad():
+        out = layer(torch.empty(3, 16, device="meta"))
+    assert out.shape == (3, 16) and out.device.type == "meta"
+
+
 def _bf16_errors(model, video):
     """Relative L2 distance of the bf16-autocast logits from the float32 ones, with each LayerNorm
     backend. The two bf16 runs need not agree bit for bit: where the kernel's float32 statistics

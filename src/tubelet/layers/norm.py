@@ -23,6 +23,7 @@ from tubelet.kernels.layer_norm import triton_layer_norm
 from tubelet.switch import Switch
 
 LAYER_NORM_BACKEND = Switch("LayerNorm backend", ["torch", "triton"], "torch")
+KERNEL_DEVICES = ("cuda", "cpu")  # the CPU through Triton's interpreter, in tests
 
 
 class LayerNorm(nn.LayerNorm):
@@ -34,6 +35,7 @@ class LayerNorm(nn.LayerNorm):
             LAYER_NORM_BACKEND.get() == "triton"
             and self.weight is not None and self.bias is not None and len(self.normalized_shape) == 1
             and not torch.is_grad_enabled()
+            and x.device.type in KERNEL_DEVICES  # autocast has no state for others, e.g. "meta" (FLOP counts)
             and torch.is_autocast_enabled(x.device.type)
             and not torch.compiler.is_compiling()
         )
