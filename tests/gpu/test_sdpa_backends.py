@@ -54,3 +54,42 @@ def test_a_sequence_batch_above_the_grid_limit_runs_and_is_exact(backend):
         halves = torch.cat([sdpa._sdpa(q[:35000], k[:35000], v[:35000], None, 0.0),
                             sdpa._sdpa(q[35000:], k[35000:], v[35000:], None, 0.0)])
     torch.testing.assert_close(out, halves, rtol=0, atol=0)
+
+
+def _kernels_of(call) -> list[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    return [event.name for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def test_auto_takes_the_efficient_kernel_for_short_keys_from_the_first_call_and_leaves_no_state():
+    """The first short-key call already runs the memory-efficient kernel (a priority order set for
+    the call did not apply to its first call on torch 2.11), and the global priority order is the
+    same after the call as before."""
+    before = torch._C._get_sdp_priority_order()
+    q = torch.randn(64, 2, 4, 16, device="cuda", dtype=torch.bfloat16)
+    kernels = _kernels_of(lambda: sdpa.attention(q, q, q))
+    assert any("fmha_cutlass" in name or "efficient" in name.lower() for name in kernels), kernels
+    assert torch._C._get_sdp_priority_order() == before
+
+
+def test_activation_checkpointing_recomputes_the_forward_exactly():
+    """The recompute in backward picks the same kernels as the forward (it raised CheckpointError),
+    and the gradients equal those without checkpointing (up to the order of the attention
+    backward's atomic additions)."""
+    import tubelet
+
+    def gradients(checkpointing):
+        torch.manual_seed(0)
+        model = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=5, depth=2, embed_dim=32,
+                                     num_heads=2).cuda().train()
+        model.set_grad_checkpointing(checkpointing)
+        x = torch.randn(4, 3, 4, 16, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(x).float().logsumexp(-1).mean().backward()
+        return {name: p.grad for name, p in model.named_parameters()}
+
+    plain, recomputed = gradients(False), gradients(True)
+    for name, grad in plain.items():
+        torch.testing.assert_close(recomputed[name], grad, rtol=1e-3, atol=1e-6, msg=name)

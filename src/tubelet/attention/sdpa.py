@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.backends.cuda import SDPAParams, can_use_efficient_attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tubelet.switch import Switch
@@ -51,17 +52,30 @@ SDPA_BACKENDS = {
 }
 MAX_GRID_SEQUENCES = 65535  # CUDA's limit on a grid's y and z extents
 SHORT_KEYS = 16  # at most this many keys: "auto" prefers the memory-efficient kernel on CUDA
-SHORT_KEY_PRIORITY = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 SDPA_BACKEND = Switch("softmax attention backend", SDPA_BACKENDS, "auto")
 set_sdpa_backend, get_sdpa_backend, sdpa_backend = SDPA_BACKEND.set, SDPA_BACKEND.get, SDPA_BACKEND.using
 
 
+def _short_key_backend(q, k, v, mask, dropout_p) -> SDPBackend | None:
+    """``auto``'s exception: the memory-efficient kernel for at most ``SHORT_KEYS`` keys on CUDA,
+    where it can run the call (None: PyTorch's choice).
+
+    The choice depends on the call alone. It used to be a priority order set for the call
+    (``sdpa_kernel(order, set_priority=True)``); on torch 2.11 the first call in such a block ran
+    with the previous order, so activation checkpointing's recompute chose the memory-efficient
+    kernel where the forward had run cuDNN's, and the backward stopped with a ``CheckpointError``
+    (H200, BENCHMARKS.md)."""
+    if not q.is_cuda or k.shape[-2] > SHORT_KEYS or torch.compiler.is_compiling():
+        return None
+    fits = can_use_efficient_attention(SDPAParams(q, k, v, mask, dropout_p, False, False))
+    return SDPBackend.EFFICIENT_ATTENTION if fits else None
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
     backend = SDPA_BACKENDS[SDPA_BACKEND.get()]
-    if backend is None and q.is_cuda and k.shape[-2] <= SHORT_KEYS and not torch.compiler.is_compiling():
-        with sdpa_kernel(SHORT_KEY_PRIORITY, set_priority=True):  # the others where it cannot run the call
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    if backend is None:
+        backend = _short_key_backend(q, k, v, mask, dropout_p)
     if backend is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     with sdpa_kernel(backend):
