@@ -41,12 +41,12 @@ def test_fast_paths_sets_every_switch_for_a_block():
     def state():
         return SDPA_BACKEND.get(), LINEAR_BACKEND.get(), LAYER_NORM_BACKEND.get()
 
-    assert state() == ("auto", "torch", "torch")
+    assert state() == ("auto", "torch", "auto")
     with fast_paths(sdpa="math", linear="triton", norm="triton"):
         assert state() == ("math", "triton", "triton")
         with fast_paths(sdpa="flash"):
             assert state() == ("flash", "triton", "triton")
-    assert state() == ("auto", "torch", "torch")
+    assert state() == ("auto", "torch", "auto")
     with pytest.raises(ValueError, match="unknown linear attention backend 'cuda'"), fast_paths(linear="cuda"):
         pass
     assert LINEAR_BACKEND.get() == "torch"

@@ -68,9 +68,23 @@ def test_the_module_takes_the_kernel_only_in_autocast_inference(monkeypatch):
             layer(x.requires_grad_())  # autograd on: nn.LayerNorm
         with torch.no_grad():
             layer(x)  # no autocast: nn.LayerNorm
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        layer(x)  # backend torch
+    with LAYER_NORM_BACKEND.using("torch"), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)
     assert calls == [torch.bfloat16]
+
+
+def test_auto_takes_the_kernel_for_large_cuda_inputs_only():
+    """``auto`` (the default) never on the CPU; on CUDA from ``KERNEL_MIN_ELEMENTS`` values."""
+    assert LAYER_NORM_BACKEND.get() == "auto"
+    layer = LayerNorm(64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not layer.uses_kernel(torch.empty(norm.KERNEL_MIN_ELEMENTS // 64, 64))
+    if not torch.cuda.is_available():
+        return
+    layer.cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        assert layer.uses_kernel(torch.empty(norm.KERNEL_MIN_ELEMENTS // 64, 64, device="cuda"))
+        assert not layer.uses_kernel(torch.empty(norm.KERNEL_MIN_ELEMENTS // 64 - 1, 64, device="cuda"))
 
 
 def test_the_meta_device_takes_the_default_path():

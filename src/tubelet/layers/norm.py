@@ -5,7 +5,13 @@ the result casts it back to 16 bits: a float32 write, a float32 read and a cast 
 two matmuls (profiled: 18 of MViTv2-S's 91 ms at batch 32 on an H200, BENCHMARKS.md).
 ``LAYER_NORM_BACKEND`` (a ``tubelet.switch.Switch``) picks the implementation:
 
-- ``torch`` (default): ``nn.LayerNorm`` as it is;
+- ``auto`` (default): ``triton`` for inputs of at least ``KERNEL_MIN_ELEMENTS`` values on CUDA,
+  ``torch`` otherwise. Measured on an H200 (BENCHMARKS.md, ``gpu_throughput.py --sections norm``):
+  the kernel makes TimeSformer-B 8x224 1.10x and MViTv2-S 16x224 1.29x faster at batch 32, and
+  both slower at batch 1 (0.77x, 0.87x), where the time is the CPU's and a Triton launch costs
+  more of it than ATen's. Batch 32's smallest LayerNorm input is MViTv2-S's last stage, 9.6M
+  values; batch 1's largest is 2.4M;
+- ``torch``: ``nn.LayerNorm`` as it is;
 - ``triton``: when autograd is off, autocast is on for the input's device and the module is not
   being compiled (inductor fuses LayerNorm itself), one Triton kernel
   (``tubelet.kernels.layer_norm``) computes it in float32 and writes autocast's dtype: the numbers
@@ -22,7 +28,8 @@ from torch import nn
 from tubelet.kernels.layer_norm import triton_layer_norm
 from tubelet.switch import Switch
 
-LAYER_NORM_BACKEND = Switch("LayerNorm backend", ["torch", "triton"], "torch")
+LAYER_NORM_BACKEND = Switch("LayerNorm backend", ["auto", "torch", "triton"], "auto")
+KERNEL_MIN_ELEMENTS = 1 << 22  # auto: 4.2M values, between batch 1's largest input and batch 32's smallest
 KERNEL_DEVICES = ("cuda", "cpu")  # the CPU through Triton's interpreter, in tests
 
 
@@ -31,14 +38,15 @@ class LayerNorm(nn.LayerNorm):
 
     def uses_kernel(self, x: torch.Tensor) -> bool:
         """Whether ``forward(x)`` runs the Triton kernel now."""
-        return (
-            LAYER_NORM_BACKEND.get() == "triton"
-            and self.weight is not None and self.bias is not None and len(self.normalized_shape) == 1
-            and not torch.is_grad_enabled()
-            and x.device.type in KERNEL_DEVICES  # autocast has no state for others, e.g. "meta" (FLOP counts)
-            and torch.is_autocast_enabled(x.device.type)
-            and not torch.compiler.is_compiling()
-        )
+        if (torch.compiler.is_compiling() or torch.is_grad_enabled() or self.weight is None or self.bias is None
+                or len(self.normalized_shape) != 1
+                or x.device.type not in KERNEL_DEVICES  # autocast has no state for others, e.g. "meta" (FLOP counts)
+                or not torch.is_autocast_enabled(x.device.type)):
+            return False
+        backend = LAYER_NORM_BACKEND.get()
+        if backend == "auto":
+            return x.is_cuda and x.numel() >= KERNEL_MIN_ELEMENTS
+        return backend == "triton"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.uses_kernel(x):
