@@ -20,7 +20,8 @@ from tubelet.models.serialization import read_config
 
 from .synth_fixture import tiny_overrides
 
-CUSTOM = dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), sampling="dense", frame_interval=2, views=(2, 1))
+CUSTOM = dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), sampling="dense", frame_interval=2, views=(2, 1),
+              multi_label=True)
 
 
 def _saved(root, tiny_synth, **metadata):
@@ -57,6 +58,7 @@ def test_a_folder_without_metadata_loads_with_defaults(tmp_path, tiny_synth):
     ({"views": [2]}, r"views=\[2\] must be \[temporal clips, spatial crops\]"),
     ({"sampling": "random"}, "sampling='random' must be one of uniform, dense"),
     ({"num_frames": "8"}, "num_frames='8' must be a positive integer"),
+    ({"multi_label": "yes"}, "multi_label='yes' must be true or false"),
 ])
 def test_bad_metadata_is_an_error_naming_the_file_and_field(change, message, tmp_path, tiny_synth):
     _saved(tmp_path / "m", tiny_synth)
@@ -179,3 +181,11 @@ def test_recipes_of_official_configs_feed_clips_as_the_converted_checkpoints_are
     assert (config.data.sampling, config.eval.views) == (official["sampling"], official["views"])
     if config.data.sampling == "dense":
         assert config.data.frame_interval == official["frame_interval"]
+
+
+def test_training_on_multi_label_data_records_it(tiny_synth):
+    from tubelet.engine.train import build_model
+
+    config = load_config(None, tiny_overrides(tiny_synth))
+    assert build_model(config, 12, [str(k) for k in range(12)], multi_label=True).metadata.multi_label
+    assert not build_model(config, 12, [str(k) for k in range(12)]).metadata.multi_label

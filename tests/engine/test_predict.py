@@ -29,3 +29,22 @@ def test_batched_prediction_matches_one_video_at_a_time(tiny_synth, tmp_path):
         assert [t["class"] for t in result["top"]] == [t["class"] for t in alone]
         assert max(abs(a["score"] - b["score"]) for a, b in zip(result["top"], alone)) < 1e-5
     assert batched[0]["top"] == batched[4]["top"]
+
+
+def test_a_multi_label_model_scores_each_class_by_its_sigmoid():
+    """Softmax over classes for a single-label model; for one trained on multi-label data (its
+    metadata says) the mean over views of each class's sigmoid, which need not sum to one."""
+    from tubelet.engine.predict import _probabilities
+
+    torch.manual_seed(0)
+    model = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=5, depth=1, embed_dim=32,
+                                 num_heads=2, num_frames=4, img_size=16).eval()
+    video = torch.randn(2, 3, 3, 4, 16, 16)  # [B, V, C, T, H, W]
+    with torch.no_grad():
+        logits = model(video.flatten(0, 1)).reshape(2, 3, 5)
+    single = _probabilities(model, video, torch.device("cpu"), None)
+    torch.testing.assert_close(single, logits.softmax(-1).mean(1))
+    model.metadata = model.metadata.replace(multi_label=True)
+    multi = _probabilities(model, video, torch.device("cpu"), None)
+    torch.testing.assert_close(multi, logits.sigmoid().mean(1))
+    assert not torch.allclose(multi.sum(-1), torch.ones(2))

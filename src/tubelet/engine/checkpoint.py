@@ -256,14 +256,15 @@ def load_inference_model(path: str | Path) -> tuple[nn.Module, Config]:
     return model.eval(), config
 
 
-def metadata_from_config(config: Config, num_frames: int, img_size: int, source: dict[str, Any] | None) -> ModelMetadata:
+def metadata_from_config(config: Config, num_frames: int, img_size: int, source: dict[str, Any] | None,
+                         multi_label: bool = False) -> ModelMetadata:
     """The metadata of a model trained with ``config`` (its data and eval sections) for a
-    ``num_frames x img_size`` input."""
+    ``num_frames x img_size`` input, on multi-label data or not."""
     data = config.data
     mean, std = data.normalisation()
     return ModelMetadata(num_frames=num_frames, img_size=img_size, mean=mean, std=std, sampling=data.sampling,
                          frame_interval=data.frame_interval, views=config.eval.views, resize_to=config.eval.resize_to,
-                         source=source)
+                         multi_label=multi_label, source=source)
 
 
 def config_from_metadata(architecture: str, metadata: ModelMetadata) -> Config:

@@ -35,9 +35,11 @@ def _class_names(model: nn.Module) -> list[str]:
 @torch.no_grad()
 def _probabilities(model: nn.Module, video: torch.Tensor, device: torch.device,
                    amp_dtype: torch.dtype | None) -> torch.Tensor:
-    """``video [B, V, C, T, H, W]`` -> the mean softmax of its views ``[B, K]``, on the CPU."""
+    """``video [B, V, C, T, H, W]`` -> the mean over its views ``[B, K]``, on the CPU, of the softmax,
+    or for a model trained on multi-label data (its metadata says) of each class's sigmoid."""
     logits = classify_views(model, video, device=device, amp_dtype=amp_dtype)  # [B*V, K]
-    return logits.softmax(dim=-1).reshape(*video.shape[:2], -1).mean(dim=1).cpu()
+    scores = logits.sigmoid() if model.metadata.multi_label else logits.softmax(dim=-1)
+    return scores.reshape(*video.shape[:2], -1).mean(dim=1).cpu()
 
 
 def predict_videos(model: nn.Module, paths: Sequence[str | Path], data: DataConfig, *, views: tuple[int, int],

@@ -149,10 +149,10 @@ def train_one_epoch(state: TrainState, loader: torch.utils.data.DataLoader, *, s
         yield {**stats, "clips": sum(len(b["index"]) for b in micro)}
 
 
-def build_model(config: Config, num_classes: int, class_names: list[str]) -> nn.Module:
+def build_model(config: Config, num_classes: int, class_names: list[str], multi_label: bool = False) -> nn.Module:
     """The recipe's architecture for ``num_classes`` classes, at the data's frame count and size
     unless ``model.num_frames`` / ``model.img_size`` say otherwise; its metadata from the recipe's
-    data and eval sections."""
+    data and eval sections, and whether the data is multi-label."""
     from tubelet import create_model
 
     args = {"num_frames": config.data.num_frames, "img_size": config.data.img_size, **config.model.args}
@@ -161,7 +161,7 @@ def build_model(config: Config, num_classes: int, class_names: list[str]) -> nn.
     model = create_model(config.model.name, **args)
     model.class_names = list(class_names)
     model.metadata = ckpt.metadata_from_config(config, model.metadata.num_frames, model.metadata.img_size,
-                                               {"format": "tubelet train", "init": config.train.init})
+                                               {"format": "tubelet train", "init": config.train.init}, multi_label)
     return model
 
 
@@ -228,13 +228,13 @@ def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, allow_changes:
     return latest
 
 
-def _training_model(config: Config, num_classes: int, class_names: list[str], dist: DistContext,
+def _training_model(config: Config, num_classes: int, class_names: list[str], multi_label: bool, dist: DistContext,
                     stream: TextIO) -> tuple[nn.Module, nn.Module]:
     """The model on its device, initialised as ``train.init`` says, and what runs it (DDP or sharded
     by FSDP as ``train.parallel`` says, compiled)."""
     train_cfg = config.train
     torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
-    model = build_model(config, num_classes, class_names)
+    model = build_model(config, num_classes, class_names, multi_label)
     if train_cfg.init:
         if is_image_checkpoint(train_cfg.init):  # an image ViT or MViTv2: tubelet.convert.imagenet's rules
             notes = init_from_image(model, train_cfg.init).lines()
@@ -319,7 +319,7 @@ def setup_run(config: Config, run_dir: str | Path, *, resume: bool = False, allo
 
     videos = train_split(config.data)
     val_videos = read_split(config.data.val, videos.class_names, "data.val") if config.data.val else None
-    model, running = _training_model(config, videos.num_classes, list(videos.class_names), dist, stream)
+    model, running = _training_model(config, videos.num_classes, list(videos.class_names), videos.multi_label, dist, stream)
     ema = ModelEma(model, train_cfg.ema_decay) if train_cfg.ema_decay is not None else None
     loader = train_loader(config.data, videos, seed=train_cfg.seed, batch_size=micro_batch, rank=dist.rank,
                           world_size=dist.world_size)

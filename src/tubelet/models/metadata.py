@@ -9,10 +9,13 @@ As torchvision's weights metadata (categories, transforms, views) and timm's pre
       "mean": [0.45, 0.45, 0.45], "std": [0.225, 0.225, 0.225],   # (x / 255 - mean) / std
       "sampling": "dense", "frame_interval": 32,   # how frames are picked (tubelet.data.sampling)
       "views": [1, 3], "resize_to": null,          # test views T x S, short side before cropping
+      "multi_label": false,                        # scores: softmax over classes, or a sigmoid each
       "source": {"format": "hf", "path": "...", "sha256": "..."}   # where the weights came from
     }
 
-The field names are those of the recipe sections they become (``data.*`` and ``eval.*``), so
+``multi_label`` records that the model was trained on multi-label data (Charades-style lists:
+binary cross-entropy), so its scores are independent sigmoids. The other field names are those of
+the recipe sections they become (``data.*`` and ``eval.*``), so
 ``tubelet predict`` and ``tubelet eval`` prepare a video exactly as the metadata says, with no
 flags. ``source`` is free-form JSON (``None``: randomly initialised).
 """
@@ -44,6 +47,7 @@ class ModelMetadata:
     frame_interval: int = 8
     views: tuple[int, int] = (1, 1)
     resize_to: int | None = None
+    multi_label: bool = False
     source: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -61,6 +65,8 @@ class ModelMetadata:
             problems.append(f"std={list(self.std)} must be positive")
         if len(self.views) != 2 or not all(_positive_int(v) for v in self.views):
             problems.append(f"views={list(self.views)} must be [temporal clips, spatial crops], both positive")
+        if not isinstance(self.multi_label, bool):
+            problems.append(f"multi_label={self.multi_label!r} must be true or false")
         if self.sampling not in SAMPLINGS:
             problems.append(f"sampling={self.sampling!r} must be one of {', '.join(SAMPLINGS)}")
         if self.source is not None and not isinstance(self.source, dict):
