@@ -140,3 +140,22 @@ def test_cuda_graph_replays_time_the_same_computation():
     rows = [run_bench(BenchConfig(models=(TINY,), batches=(4,), cuda_graph=graph, device="cuda", **FAST))["rows"][0]
             for graph in (False, True)]
     assert all(row["status"] == "ok" and row["peak_memory_bytes"] > 0 for row in rows), rows
+
+
+def _weight_casts_per_run(reps: int) -> int:
+    """``aten::_to_copy`` calls of one bf16 inference cell on the CPU with ``reps`` timed steps."""
+    config = BenchConfig(models=(TINY,), dtype="bf16", device="cpu", reps=reps, warmup=1, overrides={"depth": 1})
+    model = bench_run.create_model(TINY, depth=1).eval()
+    impl = bench_run.Implementation("tubelet", model, model, model.num_classes)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        bench_run.measure(impl, (1, 3, 8, 32, 32), config, torch.device("cpu"), "bf16")
+    return sum(event.count for event in prof.key_averages() if event.key == "aten::_to_copy")
+
+
+def test_inference_steps_cast_the_weights_once():
+    """Steps after the first reuse autocast's 16-bit weights: four more steps add the casts of
+    activations only, far fewer than a step's weight casts (two per linear layer)."""
+    linears = sum(isinstance(m, torch.nn.Linear) for m in bench_run.create_model(TINY, depth=1).modules())
+    per_step = (_weight_casts_per_run(6) - _weight_casts_per_run(2)) / 4
+    first = _weight_casts_per_run(0)  # the warm-up step alone: every weight cast once
+    assert first - per_step >= 2 * linears, (first, per_step, linears)

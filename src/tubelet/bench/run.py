@@ -3,9 +3,10 @@ over a grid of frames, sizes and batch sizes, for inference or a training step.
 
 For every (model, frames, size) the model is built once on the device; for every batch size one
 cell is measured: ``warmup`` untimed steps, then the median of ``reps`` timed ones (CUDA events on
-the GPU, ``perf_counter`` on the CPU). A step is one forward pass under ``torch.inference_mode``
-(``infer``), or forward, cross-entropy, backward and an AdamW update (``train``); with ``bf16``
-the forward runs under autocast, weights stay float32. An out-of-memory error or any other
+the GPU, ``perf_counter`` on the CPU). A step is one forward pass under ``torch.no_grad``
+(``infer``; the steps of a cell share autocast's weight cache), or forward, cross-entropy,
+backward and an AdamW update (``train``); with ``bf16`` the forward runs under autocast, weights
+stay float32. An out-of-memory error or any other
 failure (a compile that breaks, say) becomes that cell's status, and the grid goes on.
 
 FLOPs are counted once per (model, frames, size) by ``torch.utils.flop_counter`` on the ``meta``
@@ -167,6 +168,19 @@ def _autocast(device: torch.device, dtype: str, cache: bool = True):
     return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32", cache_enabled=cache)
 
 
+def _weight_cache_region(config: BenchConfig, device: torch.device, dtype: str):
+    """Inference steps share one autocast region, as a serving loop inside one ``torch.autocast``
+    does: autocast keeps the 16-bit copy of each weight for the region (under ``torch.no_grad``;
+    ``torch.inference_mode`` turns that cache off), so only the first step casts the weights (one
+    launch per weight and bias: 210 of TimeSformer-B's 496 at batch 1, H200 profile in
+    BENCHMARKS.md). Each step still enters its own autocast inside; both implementations run
+    under the same region. Training steps and CUDA graphs (which capture no casts twice) keep
+    their own."""
+    if config.mode != "infer" or config.cuda_graph:
+        return contextlib.nullcontext()
+    return _autocast(device, dtype)
+
+
 def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, device: torch.device, dtype: str) -> dict:
     """Step times and peak memory of one implementation on a random video of ``shape``
     ``[B, C, T, H, W]`` (the same video for every implementation)."""
@@ -184,7 +198,7 @@ def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, d
         impl.module.eval()
 
         def step():
-            with torch.inference_mode(), _autocast(device, dtype, cache=not config.cuda_graph):
+            with torch.no_grad(), _autocast(device, dtype, cache=not config.cuda_graph):  # inference_mode: no weight cache
                 return forward(inputs)
 
         if config.cuda_graph:
@@ -202,7 +216,8 @@ def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, d
             optimizer.zero_grad(set_to_none=True)
 
     try:
-        times = time_repetitions(step, device, warmup=config.warmup, reps=config.reps)
+        with _weight_cache_region(config, device, dtype):
+            times = time_repetitions(step, device, warmup=config.warmup, reps=config.reps)
     finally:
         impl.module.eval()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
