@@ -71,6 +71,24 @@ def test_chunks_of_a_large_sequence_batch_change_nothing(monkeypatch, mask_shape
     torch.testing.assert_close(chunked.double(), reference(q, k, v, mask), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mask_shape", [None, (1, 1, 8, 8), (9, 8, 8), (3, 9, 8, 8)])
+def test_chunks_of_the_head_axis_then_of_the_batch_change_nothing(monkeypatch, mask_shape):
+    """The ``view`` layout puts groups on the head axis: both axes past the limit are cut, N first."""
+    q, k, v = inputs(8, sequences=3, heads=9, seed=5)
+    mask = None if mask_shape is None else torch.rand(mask_shape, generator=torch.Generator().manual_seed(6)) > 0.3
+    if mask is not None:
+        mask[..., 0] = True
+    whole = sdpa.attention(q, k, v, mask)
+    calls = []
+    original = sdpa._sdpa
+    monkeypatch.setattr(sdpa, "MAX_GRID_SEQUENCES", 2)
+    monkeypatch.setattr(sdpa, "_sdpa", lambda *args: calls.append(tuple(args[0].shape[:2])) or original(*args))
+    chunked = sdpa.attention(q, k, v, mask)
+    assert calls == [(2, 2)] * 4 + [(2, 1)] + [(1, 2)] * 4 + [(1, 1)]
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    torch.testing.assert_close(chunked.double(), reference(q, k, v, mask), rtol=1e-4, atol=1e-5)
+
+
 def test_an_unknown_backend_is_an_error_naming_it_and_the_choices():
     with pytest.raises(ValueError, match=r"'fast'.*auto, flash, cudnn, efficient, math"):
         sdpa.set_sdpa_backend("fast")

@@ -27,11 +27,13 @@ sequence lengths 8, 16, 197 and 785 (the temporal steps of 8 and 16 frames, a fr
 patches with its class token, a 28 x 28 frame), forward and backward, within a bf16 tolerance on
 the GPU (``tests/gpu/test_sdpa_backends.py``) and float32/float64 on the CPU.
 
-Chunks: the CUDA kernels put the sequence batch ``N`` on a grid axis that holds at most 65,535
-blocks (pytorch/pytorch#142228: "invalid configuration argument"). Temporal attention has one
-sequence per patch position and clip, ``N = B * H * W`` (784 per clip at 448 px), so a large
-batch reaches it; such calls are cut along ``N`` into chunks below the limit, which changes
-nothing in the result (sequences are independent).
+Chunks: the CUDA kernels put the sequence batch ``N`` and the heads on grid axes that hold at
+most 65,535 blocks each (pytorch/pytorch#142228: "invalid configuration argument"). Temporal
+attention has one sequence per patch position and clip, ``N = B * H * W`` (784 per clip at
+448 px), so a large batch reaches it; under the ``view`` layout (``tubelet.attention.layout``) the
+positions sit on the head axis instead, ``H * W * heads`` of them. Such calls are cut along ``N``,
+then along the heads, into chunks below the limit, which changes nothing in the result (sequences
+are independent).
 """
 
 from __future__ import annotations
@@ -88,18 +90,19 @@ def attention(
     """``softmax(Q K^T / sqrt(d) + mask) V``: ``[N, heads, Lq, d], [N, heads, Lk, d], [N, heads, Lk, e]
     -> [N, heads, Lq, e]``; ``mask`` boolean (True: may attend) or additive, broadcastable to
     ``[N, heads, Lq, Lk]``."""
-    sequences = q.shape[0]
     # An exported program (dynamic batch) keeps one call: comparing its symbolic N with the limit
     # would make torch.export specialise the batch; the runtime that runs it launches its own kernels.
-    if q.dim() != 4 or torch.compiler.is_exporting() or sequences <= MAX_GRID_SEQUENCES:
+    if q.dim() != 4 or torch.compiler.is_exporting() or max(q.shape[0], q.shape[1]) <= MAX_GRID_SEQUENCES:
         return _sdpa(q, k, v, mask, dropout_p)
+    axis = 0 if q.shape[0] > MAX_GRID_SEQUENCES else 1  # N first; each chunk then cuts its head axis
 
-    def rows(x: torch.Tensor | None, start: int) -> torch.Tensor | None:
-        if x is None or x.dim() < 4 or x.shape[0] == 1:
-            return x  # broadcast along N
-        return x[start : start + MAX_GRID_SEQUENCES]
+    def chunk(x: torch.Tensor | None, start: int) -> torch.Tensor | None:
+        dim = None if x is None else x.dim() - 4 + axis  # the axis of ``x`` that broadcasts against q's
+        if dim is None or dim < 0 or x.shape[dim] == 1:
+            return x  # broadcast along it
+        return x[(slice(None),) * dim + (slice(start, start + MAX_GRID_SEQUENCES),)]
 
     return torch.cat([
-        _sdpa(q[start : start + MAX_GRID_SEQUENCES], rows(k, start), rows(v, start), rows(mask, start), dropout_p)
-        for start in range(0, sequences, MAX_GRID_SEQUENCES)
-    ])
+        attention(chunk(q, start), chunk(k, start), chunk(v, start), chunk(mask, start), dropout_p)
+        for start in range(0, q.shape[axis], MAX_GRID_SEQUENCES)
+    ], dim=axis)
