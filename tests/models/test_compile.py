@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import tubelet
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.attention.registry import list_attention
 from tubelet.models.registry import model_arguments
 from tubelet.models.summary import default_input_size
@@ -34,6 +35,15 @@ def test_every_tiny_model_compiles_without_graph_breaks(name, overrides):
     torch.manual_seed(0)
     model = tubelet.create_model(name, num_classes=3, **overrides)
     _traces_as_one_graph(model, torch.randn(2, *default_input_size(name)))
+
+
+@pytest.mark.parametrize("name", ["timesformer_divided_tiny_p8_8x32", "vivit_factorised_self_tiny_p8t2_8x32"])
+def test_the_view_layout_compiles_without_graph_breaks(name):
+    """Divided attention with its class token, and frame and tube steps without prefix, as views."""
+    torch.manual_seed(0)
+    model = tubelet.create_model(name, num_classes=3, depth=1)
+    with ATTENTION_LAYOUT.using("view"):
+        _traces_as_one_graph(model, torch.randn(2, *default_input_size(name)))
 
 
 @pytest.mark.parametrize("variant", LINEAR_VARIANTS)

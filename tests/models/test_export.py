@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tubelet
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.cli import main
 from tubelet.models.export import example_input, export_model, export_program, exported_record, write_program
 
@@ -63,6 +64,22 @@ def test_exports_compute_the_model(family, tmp_path):
         assert record["class_names"] == ["x", "y", "z"] and record["architecture"] == FAMILIES[family][0]
         assert record["metadata"]["num_frames"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt2"]  # no temporary files left
+
+
+@pytest.mark.parametrize("name", ["timesformer_divided_tiny_p8_8x32", "vivit_factorised_self_tiny_p8t2_8x32"])
+def test_the_view_layout_exports_what_the_permute_layout_computes(name, tmp_path):
+    torch.manual_seed(0)
+    model = tubelet.create_model(name, num_classes=3, depth=1).eval()
+    clip = torch.randn(3, *example_input(model).shape[1:], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(clip)
+    with ATTENTION_LAYOUT.using("view"):
+        traced = export_program(model)
+    program = write_program(traced, model, tmp_path / "m.pt2", "torch-export")
+    torch.testing.assert_close(torch.export.load(str(program)).module()(clip), expected, rtol=1e-5, atol=1e-5)
+    session = ort.InferenceSession(str(write_program(traced, model, tmp_path / "m.onnx", "onnx")), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: clip.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("public_rename", [True, False], ids=["rename_axes", "torch-without-rename_axes"])

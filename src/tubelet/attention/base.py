@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tubelet.attention.core import SoftmaxCore
@@ -36,8 +37,24 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``[B, L, D] -> q, k, v``, each ``[B, heads, L, d]``."""
+    def split_heads(self, x: torch.Tensor, separate: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, L, D] -> q, k, v``, each ``[B, heads, L, d]``.
+
+        ``separate``: one linear per row block of ``qkv.weight`` (``[3D, D]``: Q's rows, K's, V's),
+        so that each of q, k, v is a view of its own contiguous ``[B, L, D]``, in which any
+        regrouping of tokens along one run of grid axes is a view (``tubelet.attention.layout``);
+        otherwise they are slices of one ``[B, L, 3D]`` output.
+        """
+        if separate:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            device = x.device.type
+            if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device) and x.dtype != torch.float64:
+                # cast once here: autocast would cast x, and each block of the weight and bias, once per linear
+                dtype = torch.get_autocast_dtype(device)
+                x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+            biases = (None,) * 3 if bias is None else bias.chunk(3)
+            q, k, v = (F.linear(x, w, b) for w, b in zip(weight.chunk(3), biases))  # [B, L, D] each
+            return self.to_heads(q), self.to_heads(k), self.to_heads(v)
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]

@@ -21,6 +21,9 @@ XViT's summary tokens); ``grid`` is the ``(t, h, w)`` grid of the remaining keys
 
 One optional method: ``attend_band(q, k, v, shape, radius)`` over the whole clip, for the
 overlapping ``band`` grouping; ``supports_band`` says whether a core has it.
+``groups_on_head_axis`` says whether the head axis is one more batch axis to the core (no
+per-head parameters), so that it may also hold groups (the ``view`` layout,
+``tubelet.attention.layout``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class SoftmaxCore(nn.Module):
     """
 
     supports_band = False
+    groups_on_head_axis = True
 
     def __init__(self, attn_drop: float = 0.0):
         super().__init__()

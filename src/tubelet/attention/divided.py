@@ -6,11 +6,14 @@ import torch
 from torch import nn
 
 from tubelet.attention.base import MultiHeadAttention
-from tubelet.attention.grouping import partition, unpartition
+from tubelet.attention.grouping import Grouping, attend_in_groups, partition, unpartition
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.attention.registry import register_attention
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
+
+TUBES = Grouping("tube")
 
 
 @register_attention("divided")
@@ -23,7 +26,8 @@ class DividedSpaceTimeAttention(nn.Module):
     initialised from an image model starts as that image model).
     Spatial (Eq. 8): each frame attends over its patches plus its own copy of the prefix tokens;
     the prefix tokens' updates are averaged over frames.
-    ``forward(x [B, P + T*H*W, D], shape) -> (x, shape)``, residuals included.
+    ``forward(x [B, P + T*H*W, D], shape) -> (x, shape)``, residuals included, in the layout that
+    ``tubelet.attention.layout.ATTENTION_LAYOUT`` chooses (``forward_permuted``, ``forward_views``).
     """
 
     def __init__(
@@ -51,6 +55,12 @@ class DividedSpaceTimeAttention(nn.Module):
             nn.init.zeros_(self.temporal_fc.bias)
 
     def forward(self, x: torch.Tensor, shape: VideoShape) -> tuple[torch.Tensor, VideoShape]:
+        if ATTENTION_LAYOUT.get() == "view":
+            return self.forward_views(x, shape), shape
+        return self.forward_permuted(x, shape), shape
+
+    def forward_permuted(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        """The ``permute`` layout: the tubes as ``partition`` copies, norm and projections on them."""
         batch, dim = x.shape[0], x.shape[-1]
         p = shape.num_prefix(x.shape[1])
         prefix, patches = x[:, :p], x[:, p:]
@@ -64,4 +74,26 @@ class DividedSpaceTimeAttention(nn.Module):
         update = self.drop_path(self.attn(self.norm(torch.cat([frame_prefix, frames], dim=1))))  # [B*T, P+H*W, D]
         prefix = prefix + update[:, :p].reshape(batch, shape.t, p, dim).mean(dim=1)
         patches = patches + update[:, p:].reshape(batch, shape.num_patches, dim)
-        return torch.cat([prefix, patches], dim=1), shape
+        return torch.cat([prefix, patches], dim=1)
+
+    def forward_views(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
+        """The ``view`` layout (``tubelet.attention.layout``): the temporal step's norm and
+        projections run on the tokens in their own order and its tubes are views; the spatial
+        step's only copy puts each frame's prefix before its patches (none without prefix)."""
+        batch, dim = x.shape[0], x.shape[-1]
+        p = shape.num_prefix(x.shape[1])
+        attn = self.temporal_attn
+        # the prefix tokens are normed and projected too: x stays contiguous (LayerNorm copies a slice)
+        q, k, v = (t[:, :, p:] for t in attn.split_heads(self.temporal_norm(x), separate=True))  # [B, heads, T*H*W, d]
+        out = attend_in_groups(attn.core, q, k, v, shape, TUBES)  # [B, heads, T*H*W, d], a view
+        patches = x[:, p:] + self.temporal_fc(self.drop_path(attn.merge_heads(out)))  # [B, T*H*W, D]
+
+        frames = patches.view(batch * shape.t, shape.spatial, dim)  # [B*T, H*W, D]
+        if p == 0:
+            return frames.add(self.drop_path(self.attn(self.norm(frames)))).view(batch, shape.num_patches, dim)
+        prefix = x[:, :p]
+        frame_prefix = prefix.unsqueeze(1).expand(-1, shape.t, -1, -1).reshape(batch * shape.t, p, dim)
+        update = self.drop_path(self.attn(self.norm(torch.cat([frame_prefix, frames], dim=1))))  # [B*T, P+H*W, D]
+        prefix = prefix + update[:, :p].unflatten(0, (batch, shape.t)).mean(dim=1)  # [B, P, D]
+        patches = (frames + update[:, p:]).view(batch, shape.num_patches, dim)  # the add reads the slice in place
+        return torch.cat([prefix, patches], dim=1)

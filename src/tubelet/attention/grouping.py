@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tubelet.attention.layout import ATTENTION_LAYOUT, from_groups, to_groups, view_split
 from tubelet.layers.shape import VideoShape
 
 Factors = tuple[int, int, int]
@@ -151,6 +152,8 @@ def attend_in_groups(
     Each group's queries see ``[shared, prefix, group patches]``; prefix queries see the shared
     tokens and every token of the clip. ``shared = (k_s, v_s)``, ``[B, heads, R, .]``, are keys and
     values added to every group (XViT's summary tokens); to the core they are prefix tokens.
+    Under the ``view`` layout (``tubelet.attention.layout``) groups without prefix tokens that are
+    views of the tokens go to the core as those views, not as ``partition`` copies.
     """
     p = shape.num_prefix(q.shape[-2])
     if shared is not None:
@@ -163,6 +166,10 @@ def attend_in_groups(
     if factors == tuple(shape) and not strided:  # one group: the clip
         return core(q, k, v, prefix=key_prefix, grid=group_grid)
     batch = q.shape[0]
+    split = view_split(shape, factors) if ATTENTION_LAYOUT.get() == "view" and not strided else None
+    if split is not None and p == key_prefix == 0 and core.groups_on_head_axis:
+        out = core(*(to_groups(t, split) for t in (q, k, v)), prefix=0, grid=group_grid)  # [B*before, after*heads, S, e]
+        return from_groups(out, batch, q.shape[1])
     patches = [partition(t[..., p_len:, :], shape, factors, strided) for t, p_len in ((q, p), (k, key_prefix), (v, key_prefix))]
     num_groups = patches[0].shape[0] // batch
     q_g, k_g, v_g = (_with_prefix(t[..., :length, :], g, num_groups) for t, g, length in zip((q, k, v), patches, (p, key_prefix, key_prefix)))

@@ -20,6 +20,7 @@ from torch import nn
 
 from tubelet.attention.base import MultiHeadAttention
 from tubelet.attention.grouping import Grouping, attend_in_groups
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.attention.shift import ChannelShift
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.norm import LayerNorm
@@ -75,6 +76,7 @@ class AttentionStep(nn.Module):
         self.fixation = fixation
         self.feature_drop = nn.Dropout(attn_drop) if features is not None else None
         self.drop_path = DropPath(drop_path)
+        self.plain_softmax = self.attn.core.groups_on_head_axis and features is None and not shifts and not summary
 
     def shift(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
         """Every shift of this step applied to ``[B, heads, L, c]`` in order (the order ablation's
@@ -86,7 +88,11 @@ class AttentionStep(nn.Module):
     def queries_keys_values(self, x: torch.Tensor, shape: VideoShape):
         """What the core sees, before grouping: ``Q^, K^ [B, heads, L, m]``, ``V [B, heads, L, d]``,
         and the summary keys and values ``[B, heads, T, d]`` (None without ``summary``), which
-        average the frames' unshifted K and V."""
+        average the frames' unshifted K and V. Under the ``view`` layout (``tubelet.attention.layout``)
+        a softmax step without shifts and summaries computes Q, K and V apart."""
+        if ATTENTION_LAYOUT.get() == "view" and self.plain_softmax:
+            q, k, v = self.attn.split_heads(self.norm(x), separate=True)  # [B, heads, L, d], views of [B, L, D]
+            return q, k, v, None
         qkv = self.attn.qkv(self.norm(x)).unflatten(-1, (3, -1))  # [B, L, 3, D]
         q, kv = qkv[:, :, 0], qkv[:, :, 1:]  # [B, L, D], [B, L, 2, D]: K and V shift together
         shared = None

@@ -42,6 +42,7 @@ class KernelAttention(nn.Module):
     """
 
     supports_band = True
+    groups_on_head_axis = False
 
     def __init__(self, *, cos_reweighting: bool = False, eps: float = DEFAULT_EPS):
         super().__init__()

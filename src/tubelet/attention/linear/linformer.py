@@ -39,6 +39,7 @@ class LinformerAttention(nn.Module):
     """
 
     supports_band = False
+    groups_on_head_axis = False
 
     def __init__(self, reference_group: Grid, proj_len: int = 256):
         super().__init__()

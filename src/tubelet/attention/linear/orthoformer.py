@@ -62,6 +62,7 @@ class OrthoformerAttention(nn.Module):
     and ``grid`` are unused: landmarks need no grid)."""
 
     supports_band = False
+    groups_on_head_axis = False
 
     def __init__(self, num_landmarks: int = 64):
         super().__init__()
