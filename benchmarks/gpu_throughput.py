@@ -38,6 +38,9 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
 - ``table8-triton``: the same grid with the triton backend (the fused step) and softmax only;
 - ``norm``: TimeSformer-B 8x224 and MViTv2-S 16x224 (beside torchvision) at batch 1 and 32 with each
   LayerNorm backend (``--norm-backend``);
+- ``layout``: TimeSformer-B divided 8x224 (inference at batch 1 and 32, training at 16) and ViViT-B
+  factorised self-attention 32x224 (batch 8) with each attention layout (``--layout``: ``permute``
+  copies or ``view`` s of the tokens, ``tubelet.attention.layout``);
 - ``memory``: LVT base training steps at 448 px, 16 -> 128 frames, batch 1 (peak memory against frames);
 - ``compiled``: ``torch.compile`` (default mode) rows: TimeSformer-B 8x224 at batch 1 and 32,
   tubelet and transformers, and LVT base 16x224 at batch 1 and 8 with each backend; each
@@ -74,6 +77,7 @@ from tubelet.kernels.linear_attention.reference import linear_attention_referenc
 TSF = "timesformer_divided_base_p16_8x224"
 LVT = "lvt_base_p16_16x224"
 MVIT = "mvitv2_small_16x224"
+VIVIT3 = "vivit_factorised_self_base_p16t2_32x224"
 SOFTMAX_ON_LVT = {"attention": "divided"}  # the same backbone with TimeSformer's divided softmax attention
 # The official LVT architecture with its configs' separate Q and K gates (SSv2's SHIFT_DIV 4), as
 # `tubelet convert --from lvt` builds it: 17 x 17 overlapping patches at 224 px
@@ -141,6 +145,13 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
             Variant("tubelet mvit norm triton", BenchConfig(models=(MVIT,), batches=(1, 32), norm_backend="triton", **run)),
         ], [("tubelet norm triton", "tubelet"), ("tubelet mvit norm triton", "tubelet mvit"),
             ("tubelet mvit", "torchvision mvit"), ("tubelet mvit norm triton", "torchvision mvit")]),
+        "layout": ([
+            Variant(f"layout {name}", BenchConfig(models=(TSF,), batches=(1, 32), layout=name, **run)) for name in ("permute", "view")
+        ] + [
+            Variant(f"train layout {name}", BenchConfig(models=(TSF,), batches=(16,), mode="train", layout=name, **run)) for name in ("permute", "view")
+        ] + [
+            Variant(f"vivit-3 layout {name}", BenchConfig(models=(VIVIT3,), batches=(8,), layout=name, **run)) for name in ("permute", "view")
+        ], [("layout view", "layout permute"), ("train layout view", "train layout permute"), ("vivit-3 layout view", "vivit-3 layout permute")]),
         "memory": ([
             Variant("lvt torch", BenchConfig(models=(LVT,), frames=(16, 32, 64, 128), sizes=(448,), mode="train", linear_backend="torch", **run)),
             Variant("lvt triton", BenchConfig(models=(LVT,), frames=(16, 32, 64, 128), sizes=(448,), mode="train", linear_backend="triton", **run)),

@@ -213,7 +213,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         mode=args.mode, device=args.device, dtype=args.dtype, reps=args.reps, warmup=args.warmup, compare=args.compare,
         compile=args.compile, cuda_graph=args.cuda_graph, overrides=parse_overrides(args.overrides),
         linear_backend=args.linear_backend, sdpa_backend=args.sdpa_backend,
-        norm_backend=args.norm_backend,
+        norm_backend=args.norm_backend, layout=args.layout,
     )
     result = run_bench(config, log=lambda line: print(line, file=sys.stderr, flush=True))
     command = command_line(config)
@@ -358,6 +358,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--linear-backend", metavar="NAME", help="linear attention implementation: torch or triton")
     bench.add_argument("--sdpa-backend", metavar="NAME", help="softmax attention kernel: auto, flash, cudnn, efficient or math")
     bench.add_argument("--norm-backend", metavar="NAME", help="LayerNorm in autocast inference: auto (default: triton for large CUDA inputs), torch, or triton (one kernel, 16-bit output)")
+    bench.add_argument("--layout", metavar="NAME", help="attention's groups of tokens: permute (copies) or view (strided views)")
     bench.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value", help="constructor arguments of every model")
     bench.add_argument("--out", metavar="DIR", help="write DIR/bench.md, DIR/bench.json and DIR/bench.png")
     bench.set_defaults(run=_cmd_bench)

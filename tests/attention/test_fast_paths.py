@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.attention.linear.functional import LINEAR_BACKEND
 from tubelet.attention.sdpa import SDPA_BACKEND
 from tubelet.attention.fast_paths import fast_paths
@@ -39,14 +40,14 @@ def test_errors_name_the_switch_the_value_and_the_choices():
 
 def test_fast_paths_sets_every_switch_for_a_block():
     def state():
-        return SDPA_BACKEND.get(), LINEAR_BACKEND.get(), LAYER_NORM_BACKEND.get()
+        return SDPA_BACKEND.get(), LINEAR_BACKEND.get(), LAYER_NORM_BACKEND.get(), ATTENTION_LAYOUT.get()
 
-    assert state() == ("auto", "torch", "auto")
-    with fast_paths(sdpa="math", linear="triton", norm="triton"):
-        assert state() == ("math", "triton", "triton")
+    assert state() == ("auto", "torch", "auto", "permute")
+    with fast_paths(sdpa="math", linear="triton", norm="triton", layout="view"):
+        assert state() == ("math", "triton", "triton", "view")
         with fast_paths(sdpa="flash"):
-            assert state() == ("flash", "triton", "triton")
-    assert state() == ("auto", "torch", "auto")
+            assert state() == ("flash", "triton", "triton", "view")
+    assert state() == ("auto", "torch", "auto", "permute")
     with pytest.raises(ValueError, match="unknown linear attention backend 'cuda'"), fast_paths(linear="cuda"):
         pass
     assert LINEAR_BACKEND.get() == "torch"

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from tubelet.attention import sdpa
+from tubelet.attention.divided import DividedSpaceTimeAttention
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.bench import BenchConfig, command_line, markdown, run_bench
 from tubelet.bench import run as bench_run
 from tubelet.cli import _build_parser, main
@@ -90,11 +92,12 @@ def test_architecture_without_reference_and_disagreeing_outputs(monkeypatch):
 def test_command_line_reproduces_the_config():
     config = BenchConfig(models=(TINY, "lvt_tiny_p8_8x32"), frames=(8, 16), batches=(1, 4), compare=True, cuda_graph=True,
                          compile="max-autotune", linear_backend="triton", sdpa_backend="efficient", norm_backend="triton",
+                         layout="view",
                          overrides={"attention_options": {"variant": "elu"}})
     args = _build_parser().parse_args(shlex.split(command_line(config))[1:])
     assert (tuple(args.models), tuple(args.frames), tuple(args.batch), args.compile, args.cuda_graph, args.linear_backend,
-            args.sdpa_backend, args.norm_backend) == (config.models, config.frames, config.batches, "max-autotune", True, "triton",
-                                                      "efficient", "triton")
+            args.sdpa_backend, args.norm_backend, args.layout) == (config.models, config.frames, config.batches, "max-autotune", True,
+                                                                   "triton", "efficient", "triton", "view")
     assert bench_run.parse_overrides(args.overrides) == config.overrides
 
 
@@ -107,6 +110,15 @@ def test_the_softmax_kernel_switch_is_applied_and_reported(monkeypatch):
     assert "softmax attention backend: math" in markdown(result, "cmd") and sdpa.get_sdpa_backend() == "auto"
 
 
+def test_the_attention_layout_is_applied_and_reported(monkeypatch):
+    seen = []
+    original = DividedSpaceTimeAttention.forward_views
+    monkeypatch.setattr(DividedSpaceTimeAttention, "forward_views", lambda *args: seen.append(1) or original(*args))
+    result = run_bench(BenchConfig(models=(TINY,), frames=(2,), sizes=(16,), layout="view", **FAST))
+    assert result["rows"][0]["status"] == "ok" and seen
+    assert "attention layout: view" in markdown(result, "cmd") and ATTENTION_LAYOUT.get() == "permute"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -116,6 +128,7 @@ def test_the_softmax_kernel_switch_is_applied_and_reported(monkeypatch):
         (["bench", TINY, "--set", "depth=[1"], "--set 'depth=[1' is not YAML"),
         (["bench", TINY, "--linear-backend", "cuda-magic"], "unknown linear attention backend 'cuda-magic'"),
         (["bench", TINY, "--sdpa-backend", "fast"], "unknown softmax attention backend 'fast'"),
+        (["bench", TINY, "--layout", "strided"], "unknown attention layout 'strided'; expected one of permute, view"),
         (["bench", TINY, "--device", "gpu"], "device 'gpu': tubelet bench runs on cpu or cuda"),
     ],
 )

@@ -6,11 +6,12 @@ same function within the tolerance its tests state.
 | ``SDPA_BACKEND`` | ``tubelet.attention.sdpa`` | auto, flash, cudnn, efficient, math |
 | ``LINEAR_BACKEND`` | ``tubelet.attention.linear.functional`` | torch, triton |
 | ``LAYER_NORM_BACKEND`` | ``tubelet.layers.norm`` | auto, torch, triton |
+| ``ATTENTION_LAYOUT`` | ``tubelet.attention.layout`` (groups of tokens as copies or views) | permute, view |
 | ``STEP_DOT_OPERANDS`` | ``tubelet.kernels.linear_step`` (the fused step kernel's dots) | tf32, bf16 |
 | ``STEP_KEY_SPLIT`` | ``tubelet.kernels.linear_step`` (the fused step kernel's programs) | off, auto |
 
-``fast_paths(sdpa=..., linear=..., norm=...)`` sets the first three for a block and restores
-them after; the fused step kernel's two are set with their own ``using``.
+``fast_paths(sdpa=..., linear=..., norm=..., layout=...)`` sets the first four for a block and
+restores them after; the fused step kernel's two are set with their own ``using``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.attention.linear.functional import LINEAR_BACKEND
 from tubelet.attention.sdpa import SDPA_BACKEND
 from tubelet.layers.norm import LAYER_NORM_BACKEND
 
 
 @contextmanager
-def fast_paths(*, sdpa: str | None = None, linear: str | None = None, norm: str | None = None) -> Iterator[None]:
-    """Softmax attention's kernel, linear attention's and LayerNorm's backends for a block (None: unchanged)."""
-    with SDPA_BACKEND.using(sdpa), LINEAR_BACKEND.using(linear), LAYER_NORM_BACKEND.using(norm):
+def fast_paths(
+    *, sdpa: str | None = None, linear: str | None = None, norm: str | None = None, layout: str | None = None
+) -> Iterator[None]:
+    """Softmax attention's kernel, linear attention's and LayerNorm's backends and the attention
+    layout for a block (None: unchanged)."""
+    with SDPA_BACKEND.using(sdpa), LINEAR_BACKEND.using(linear), LAYER_NORM_BACKEND.using(norm), ATTENTION_LAYOUT.using(layout):
         yield

@@ -36,6 +36,8 @@ def command_line(config) -> str:
         words += ["--sdpa-backend", config.sdpa_backend]
     if config.norm_backend:
         words += ["--norm-backend", config.norm_backend]
+    if config.layout:
+        words += ["--layout", config.layout]
     if config.overrides:
         words += ["--set", *(f"{key}={json.dumps(value)}" for key, value in config.overrides.items())]
     return shlex.join(words)
@@ -77,7 +79,7 @@ def markdown(result: dict, command: str | None = None) -> str:
         f"- device: {env['device']}, torch {env['torch']}",
         f"- {mode}, {precision}, torch.compile: {env['compile'] or 'no'}, CUDA graph: {'yes' if env['cuda_graph'] else 'no'}, "
         f"linear attention backend: {env['linear_backend']}, softmax attention backend: {env.get('sdpa_backend', 'auto')}, "
-        f"LayerNorm backend: {env.get('norm_backend', 'auto')}",
+        f"LayerNorm backend: {env.get('norm_backend', 'auto')}, attention layout: {env.get('layout', 'permute')}",
         f"- timing: {env['timer']}, median of {env['reps']} steps after {env['warmup']} untimed",
         f"- MFU against a {env['matmul_peak_dtype']} {env['matmul_peak_size']}^3 matrix product measured in this run: "
         f"{env['matmul_peak_flops'] / 1e12:.4g} TFLOP/s",

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.attention.linear import functional
 from tubelet.attention.sdpa import get_sdpa_backend
 from tubelet.attention.fast_paths import fast_paths
@@ -58,7 +59,8 @@ class BenchConfig:
     ``overrides`` are constructor arguments of every model; ``linear_backend`` picks the
     implementation of linear attention (``tubelet.attention.linear.functional``) and
     ``sdpa_backend`` the kernel of softmax attention (``tubelet.attention.sdpa``), ``norm_backend``
-    LayerNorm's (``tubelet.layers.norm``)."""
+    LayerNorm's (``tubelet.layers.norm``), ``layout`` how attention lays out its groups of tokens
+    (``tubelet.attention.layout``)."""
 
     models: tuple[str, ...]
     frames: tuple[int, ...] = ()
@@ -76,6 +78,7 @@ class BenchConfig:
     linear_backend: str | None = None
     sdpa_backend: str | None = None
     norm_backend: str | None = None
+    layout: str | None = None
 
 
 @dataclass
@@ -155,7 +158,8 @@ def _environment(config: BenchConfig, device: torch.device, dtype: str, peak: fl
     return dict(
         device=name, torch=torch.__version__, dtype=dtype, mode=config.mode, compile=config.compile, cuda_graph=config.cuda_graph,
         linear_backend=config.linear_backend or functional.get_backend(),
-        sdpa_backend=config.sdpa_backend or get_sdpa_backend(), norm_backend=config.norm_backend or LAYER_NORM_BACKEND.get(), reps=config.reps, warmup=config.warmup,
+        sdpa_backend=config.sdpa_backend or get_sdpa_backend(), norm_backend=config.norm_backend or LAYER_NORM_BACKEND.get(),
+        layout=config.layout or ATTENTION_LAYOUT.get(), reps=config.reps, warmup=config.warmup,
         timer="CUDA events" if device.type == "cuda" else "perf_counter",
         matmul_peak_flops=peak, matmul_peak_dtype="bf16" if device.type == "cuda" else "fp32",
         matmul_peak_size=PEAK_SIZES[device.type],
@@ -284,7 +288,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda line: Non
         raise ValueError("--cuda-graph captures inference steps on a CUDA device only")
     peak = matmul_peak(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = []
-    with fast_paths(sdpa=config.sdpa_backend, linear=config.linear_backend, norm=config.norm_backend):
+    with fast_paths(sdpa=config.sdpa_backend, linear=config.linear_backend, norm=config.norm_backend, layout=config.layout):
         for name in config.models:
             for frames, size, args in _cells(name, config):
                 rows += _bench_model(name, frames, size, args, config, device, dtype, peak, log)
