@@ -91,6 +91,8 @@ def test_separate_projections_under_autocast_cast_their_input_once():
     for got, want in zip(separate, packed):
         assert got.dtype == want.dtype == torch.bfloat16
         torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2)
+    q, _, _ = attn.to("meta").split_heads(x.to("meta"), separate=True)  # no autocast state there (the bench's FLOP count)
+    assert q.shape == (2, HEADS, SHAPE.num_patches, DIM // HEADS)
 
 
 def test_view_split_cuts_one_run_of_grid_axes():
