@@ -52,6 +52,24 @@ def test_both_layouts_compute_the_same_outputs_and_gradients(scheme, num_prefix)
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("num_prefix", [0, 1])
+def test_divided_drops_the_same_tubes_and_frames_in_training(num_prefix):
+    """Stochastic depth drops each tube of the temporal step and each frame of the spatial step
+    (TimeSformer's code); both layouts draw the same masks from the same seed."""
+    torch.manual_seed(0)
+    module = build_attention("divided", DIM, HEADS, drop_path=0.5).double().train()
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    results = []
+    for name in LAYOUTS:
+        torch.manual_seed(2)
+        results.append(outputs_and_grads(module, num_prefix, name))
+    (out, grads), (view_out, view_grads) = results
+    torch.testing.assert_close(view_out, out, rtol=1e-12, atol=1e-12)
+    for got, want in zip(view_grads, grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("scheme", ["divided", "factorised_self", "axial"])
 def test_the_view_layout_makes_no_partition_copies_without_prefix(monkeypatch, scheme):
     """Divided's temporal step and every tube, frame, row and column step go to the core as views."""

@@ -86,7 +86,9 @@ class DividedSpaceTimeAttention(nn.Module):
         # the prefix tokens are normed and projected too: x stays contiguous (LayerNorm copies a slice)
         q, k, v = (t[:, :, p:] for t in attn.split_heads(self.temporal_norm(x), separate=True))  # [B, heads, T*H*W, d]
         out = attend_in_groups(attn.core, q, k, v, shape, TUBES)  # [B, heads, T*H*W, d], a view
-        patches = x[:, p:] + self.temporal_fc(self.drop_path(attn.merge_heads(out)))  # [B, T*H*W, D]
+        update = attn.merge_heads(out).view(batch, shape.t, shape.spatial, dim)  # [B, T, H*W, D]
+        update = self.drop_path(update, samples=(batch, 1, shape.spatial, 1))  # per tube, as forward_permuted
+        patches = x[:, p:] + self.temporal_fc(update.view(batch, shape.num_patches, dim))  # [B, T*H*W, D]
 
         frames = patches.view(batch * shape.t, shape.spatial, dim)  # [B*T, H*W, D]
         if p == 0:
