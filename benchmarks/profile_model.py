@@ -4,7 +4,7 @@ the number of kernel launches, and CPU against GPU time. The profiles quoted in
 ``benchmarks/NOTES.md`` come from this script.
 
     PYTHONPATH=src python3 benchmarks/profile_model.py MODEL [--frames T] [--size S] [--batch B]
-        [--mode infer|train] [--linear-backend torch|triton] [--top 20] [key=value ...]
+        [--mode infer|train] [--linear-backend torch|triton] [--layout permute|view] [--top 20] [key=value ...]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.bench.run import linear_backend, parse_overrides
 from tubelet.bench.timing import synchronize
 from tubelet.models.registry import create_model
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--mode", choices=("infer", "train"), default="infer")
     parser.add_argument("--linear-backend", default="torch")
+    parser.add_argument("--layout", default=ATTENTION_LAYOUT.get(), help="attention layout: permute or view")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
@@ -50,7 +52,7 @@ def main() -> None:
             out.float().sum().backward()
 
     grad = torch.enable_grad() if args.mode == "train" else torch.inference_mode()
-    with linear_backend(args.linear_backend), grad:
+    with linear_backend(args.linear_backend), ATTENTION_LAYOUT.using(args.layout), grad:
         for _ in range(args.warmup):
             step()
         synchronize(device)
@@ -61,7 +63,7 @@ def main() -> None:
             synchronize(device)
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     gpu_ms = sum(e.device_time for e in kernels) / 1e3
-    print(f"{args.model} {frames}x{height} batch {args.batch} {args.mode} ({args.linear_backend} backend): "
+    print(f"{args.model} {frames}x{height} batch {args.batch} {args.mode} ({args.linear_backend} backend, {args.layout} layout): "
           f"{len(kernels)} kernel launches, CPU {cpu_ms:.1f} ms, GPU kernels {gpu_ms:.1f} ms")
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.top, max_name_column_width=90))
 
