@@ -44,6 +44,30 @@ def test_each_kernel_equals_the_reference(backend, length):
         assert relative_error(got, want) < TOLERANCE
 
 
+@pytest.mark.parametrize("backend", ["auto", "flash", "cudnn", "efficient", "math"])
+def test_each_kernel_reads_the_view_layouts_temporal_groups(backend):
+    """``ATTENTION_LAYOUT = "view"``'s temporal groups: ``[B, T*HW, D]`` tokens read as
+    ``[B, HW*heads, T, d]`` (TimeSformer-B 8x224 batch 4: 2,352 "heads" of 8 keys), strided, no copy."""
+    g = torch.Generator(device="cuda").manual_seed(7)
+    batch, frames, spatial, heads, d = 4, 8, 196, 12, 64
+    q, k, v, grad = (torch.randn(batch, frames * spatial, heads * d, device="cuda", generator=g).bfloat16() for _ in range(4))
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+
+    def groups(x):
+        return x.view(batch, frames, spatial * heads, d).transpose(1, 2)  # [B, HW*heads, T, d]
+
+    with sdpa.sdpa_backend(backend):
+        out = sdpa.attention(groups(q), groups(k), groups(v))
+        grads = torch.autograd.grad(out, (q, k, v), groups(grad))
+    wide = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    gq, gk, gv = (groups(t) for t in wide)
+    expected = (gq @ gk.transpose(-2, -1) / math.sqrt(d)).softmax(-1) @ gv
+    expected_grads = torch.autograd.grad(expected, wide, groups(grad).double())
+    assert relative_error(out, expected) < TOLERANCE
+    for got, want in zip(grads, expected_grads):
+        assert relative_error(got, want) < TOLERANCE
+
+
 @pytest.mark.parametrize("backend", ["auto", "flash", "efficient"])
 def test_a_sequence_batch_above_the_grid_limit_runs_and_is_exact(backend):
     sequences = sdpa.MAX_GRID_SEQUENCES + 4465  # 70,000 temporal sequences of 8 frames
