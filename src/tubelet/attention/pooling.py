@@ -52,10 +52,7 @@ def pool_grid(
     (``mode="conv"``), max or average pooling; padding ``kernel // 2`` on every axis."""
     padding = tuple(k // 2 for k in kernel)
     if mode == "conv":
-        # Contiguous, so that CUDA takes ATen's depthwise 3D kernel: for a channels-last input torch
-        # picks cuDNN's grouped direct convolution, which took 51% of MViTv2-S's GPU time at batch 32
-        # on an H200 (73 ms a forward, against 13 ms for the same convolutions in torchvision).
-        return F.conv3d(x.contiguous(), weight, stride=stride, padding=padding, groups=x.shape[1])
+        return F.conv3d(x, weight, stride=stride, padding=padding, groups=x.shape[1])
     if mode == "max":
         return F.max_pool3d(x, kernel, stride, padding)
     return F.avg_pool3d(x, kernel, stride, padding)
@@ -63,33 +60,42 @@ def pool_grid(
 
 def pool_tokens(
     x: torch.Tensor, shape: VideoShape, prefix: int, mode: str, kernel: Factors, stride: Factors,
-    weight: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None, parts: int = 1, heads: int = 1,
 ) -> tuple[torch.Tensor, VideoShape]:
     """Pool the grid tokens of ``x`` ``[B, P + T*H*W, C]``; the ``P`` prefix tokens pass unchanged.
-    Returns ``[B, P + T'*H'*W', C]`` and the new grid."""
-    batch, _, channels = x.shape
-    grid = x[:, prefix:].reshape(batch, *shape, channels).permute(0, 4, 1, 2, 3)  # [B, C, T, H, W], channels last in memory
-    pooled = pool_grid(grid, mode, kernel, stride, weight)
+    Returns ``[B, P + T'*H'*W', C]`` and the new grid.
+
+    The channels are laid out ``(parts, heads, width)`` and ``weight`` is ``[parts * width, 1, *kernel]``:
+    every head of a part is pooled with that part's convolution. The heads become entries of the
+    convolution's batch, so no weight is repeated per head."""
+    batch = x.shape[0]
+    grid = x[:, prefix:].unflatten(-1, (parts, heads, -1)).unflatten(1, tuple(shape))  # [B, T, H, W, parts, heads, width]
+    grid = grid.permute(0, 5, 4, 6, 1, 2, 3)  # [B, heads, parts, width, T, H, W], a view
+    if mode == "conv":
+        # Contiguous, so that CUDA takes ATen's depthwise 3D kernel: for a channels-last input torch
+        # picks cuDNN's grouped direct convolution, which took 51% of MViTv2-S's GPU time at batch 32
+        # on an H200 (73 ms a forward, against 13 ms for the same convolutions in torchvision).
+        grid = grid.contiguous()
+    pooled = pool_grid(grid.flatten(0, 1).flatten(1, 2), mode, kernel, stride, weight)  # [B * heads, parts * width, T', H', W']
     new_shape = VideoShape(*pooled.shape[2:])
-    tokens = pooled.flatten(2).transpose(1, 2)  # [B, T'*H'*W', C], a view: the concatenation is the one copy
-    return torch.cat([x[:, :prefix], tokens], dim=1), new_shape
+    tokens = pooled.unflatten(0, (batch, heads)).unflatten(2, (parts, -1)).flatten(4)  # [B, heads, parts, width, T'*H'*W']
+    tokens = tokens.permute(0, 4, 2, 1, 3)  # [B, T'*H'*W', parts, heads, width], a view: the concatenation is the one copy
+    out = torch.cat([x[:, :prefix].unflatten(-1, (parts, heads, -1)), tokens], dim=1)
+    return out.flatten(2), new_shape
 
 
 class HeadConv(nn.Module):
-    """The weight ``[d, 1, kt, kh, kw]`` of a depthwise convolution of width ``d`` that every head
-    shares; ``for_heads(n)`` repeats it for ``n`` heads laid side by side in the channels."""
+    """The weight ``[d, 1, kt, kh, kw]`` of a depthwise convolution of width ``d`` that every head shares."""
 
     def __init__(self, width: int, kernel: Factors):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(width, 1, *kernel))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv3d's initialisation
 
-    def for_heads(self, heads: int) -> torch.Tensor:
-        return self.weight.repeat(heads, 1, 1, 1, 1)  # [heads * d, 1, kt, kh, kw]
-
 
 # How the relative-position term reaches the softmax: "folded" into q and k (one fused attention
-# call, ~7% more multiply-accumulates in it), as an additive "bias" [B, heads, Lq, Lk] (the MACs
+# call, ~7% more multiply-accumulates in it, and ~1.7% more for MViTv2-S in the products of the
+# queries with every table row, ``relative_rows``), as an additive "bias" [B, heads, Lq, Lk] (the MACs
 # the papers count, one more pass over the scores), or "auto": folded on CUDA, where SDPA has a
 # fused kernel for it, bias elsewhere (so ``tubelet models``, which counts on the meta device,
 # reports the papers' MACs). Both give the same result; tests check that they agree.
@@ -120,6 +126,43 @@ def key_position_code(shape: VideoShape, device: torch.device | None = None) -> 
     t, h, w = torch.meshgrid(*(torch.arange(n, device=device) for n in shape), indexing="ij")
     columns = torch.stack([t, shape.t + h, shape.t + shape.h + w], dim=-1).reshape(-1, 3)  # [T*H*W, 3]
     return torch.zeros(shape.num_patches, sum(shape), device=device).scatter_(1, columns, 1.0)
+
+
+def heads_first(x: torch.Tensor) -> torch.Tensor:
+    """``[B, L, heads, w] <-> [B, heads, L, w]``, a view: the token-major layout of projections against the core's."""
+    return x.transpose(1, 2)
+
+
+def folded_width(head_dim: int, k_shape: VideoShape) -> int:
+    """The width of the folded ``q`` and ``k``: ``d + kt + kh + kw`` rounded up to a multiple of 8."""
+    return -(-(head_dim + sum(k_shape)) // 8) * 8
+
+
+def position_columns(q_shape: VideoShape, k_shape: VideoShape, prefix: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[P + Tq*Hq*Wq, width]``: for each query, the rows of the stacked table ``[R_t; R_h; R_w; 0]``
+    (each axis's table ``2 * max(q_size, k_size) - 1`` rows long) whose products with the query are
+    its relative-position terms: for every key coordinate of ``t``, then of ``h`` and ``w``
+    (``kt + kh + kw`` columns), then the zero row for the remaining columns and for prefix queries."""
+    lengths = [2 * max(q, k) - 1 for q, k in zip(q_shape, k_shape)]
+    offsets = [0, lengths[0], lengths[0] + lengths[1]]
+    coords = torch.meshgrid(*(torch.arange(n, device=device) for n in q_shape), indexing="ij")
+    rows = torch.cat([
+        offset + relative_index(q, k, device)[c.reshape(-1)]
+        for offset, q, k, c in zip(offsets, q_shape, k_shape, coords)
+    ], dim=-1)  # [Lq, kt + kh + kw]
+    return F.pad(rows, (0, width - rows.shape[1], prefix, 0), value=sum(lengths))
+
+
+def folded_key_code(k_shape: VideoShape, prefix: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[P + Lk, width]``: the keys' one-hot position codes, zero for prefix keys and beyond
+    ``kt + kh + kw`` columns."""
+    code = key_position_code(k_shape, device)
+    return F.pad(code, (0, width - code.shape[1], prefix, 0))
+
+
+def grid_rows(shape: VideoShape, prefix: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[P + T*H*W, 1, 1]``, boolean: which tokens are on the grid (not prefix tokens)."""
+    return (torch.arange(prefix + shape.num_patches, device=device) >= prefix)[:, None, None]
 
 
 def resize_table(table: torch.Tensor, length: int) -> torch.Tensor:
@@ -181,19 +224,24 @@ class PoolingAttention(nn.Module):
                 setattr(self, f"pool_{name}", HeadConv(self.head_dim, kernel))
                 setattr(self, f"norm_{name}", LayerNorm(self.head_dim, eps=norm_eps))
         self.rel_pos = rel_pos
+        # Index tables, key codes and the residual's mask for the constructed grid with one class
+        # token, made once (the index arithmetic is a dozen tiny kernels per call); other inputs
+        # compute theirs.
+        self.q_grid = pooled_shape(self.shape, self.kernel_q, self.stride_q) if self.pools_q else self.shape
+        self.k_grid = pooled_shape(self.shape, self.kernel_kv, self.stride_kv) if self.pools_kv else self.shape
+        if residual_pool:
+            self.register_buffer("grid_rows", grid_rows(self.q_grid, 1), persistent=False)
         if rel_pos:
             spatial, temporal = self.table_lengths(self.shape)
             for axis, length in (("h", spatial), ("w", spatial), ("t", temporal)):
                 table = nn.Parameter(torch.zeros(length, self.head_dim))
                 nn.init.trunc_normal_(table, std=0.02)
                 setattr(self, f"rel_pos_{axis}", table)
-            # The table rows and key codes of the constructed grid, made once (the index
-            # arithmetic is a dozen tiny kernels per call); other grids compute theirs.
-            self.q_grid = pooled_shape(self.shape, self.kernel_q, self.stride_q) if self.pools_q else self.shape
-            self.k_grid = pooled_shape(self.shape, self.kernel_kv, self.stride_kv) if self.pools_kv else self.shape
             for axis, q_size, k_size in zip("thw", self.q_grid, self.k_grid):
                 self.register_buffer(f"index_{axis}", relative_index(q_size, k_size), persistent=False)
-            self.register_buffer("key_code", key_position_code(self.k_grid), persistent=False)
+            extra = folded_width(self.head_dim, self.k_grid) - self.head_dim
+            self.register_buffer("columns", position_columns(self.q_grid, self.k_grid, 1, extra), persistent=False)
+            self.register_buffer("key_code", folded_key_code(self.k_grid, 1, extra), persistent=False)
 
     def table_lengths(self, grid: VideoShape) -> tuple[int, int]:
         """Rows of the spatial (``h`` and ``w``) and temporal tables for input ``grid``, as
@@ -216,58 +264,77 @@ class PoolingAttention(nn.Module):
         """Pool ``[B, P + L, len(names) * heads * d]`` (``names``: ``"q"`` or ``"kv"``, laid side by
         side) in one call; each part's heads share its convolution."""
         kernel, stride = (self.kernel_q, self.stride_q) if names == "q" else (self.kernel_kv, self.stride_kv)
-        weight = None
-        if self.mode == "conv":
-            weight = torch.cat([getattr(self, f"pool_{name}").for_heads(self.num_heads) for name in names])
-        return pool_tokens(x, shape, prefix, self.mode, kernel, stride, weight)
+        if self.mode != "conv":
+            return pool_tokens(x, shape, prefix, self.mode, kernel, stride)
+        weights = [getattr(self, f"pool_{name}").weight for name in names]
+        weight = weights[0] if len(weights) == 1 else torch.cat(weights)  # [len(names) * d, 1, *kernel]
+        return pool_tokens(x, shape, prefix, self.mode, kernel, stride, weight, parts=len(names), heads=self.num_heads)
 
     def split_heads(self, x: torch.Tensor, name: str, pooled: bool) -> torch.Tensor:
-        """``[B, L, heads * d] -> [B, heads, L, d]``, normalised per head after conv pooling.
+        """``[B, L, heads * d] -> [B, L, heads, d]``, normalised per head after conv pooling.
         The norm's output keeps the input's dtype: under autocast LayerNorm returns float32,
         which the attention would only cast back, after twice the memory traffic."""
         x = x.unflatten(-1, (self.num_heads, self.head_dim))
         if pooled and self.mode == "conv":
             x = getattr(self, f"norm_{name}")(x).to(x.dtype)
-        return x.transpose(1, 2)
+        return x
+
+    def tables(self, q_shape: VideoShape, k_shape: VideoShape) -> list[torch.Tensor]:
+        """The ``t``, ``h`` and ``w`` tables, ``[2 * max(q_size, k_size) - 1, d]`` each."""
+        return [resize_table(getattr(self, f"rel_pos_{axis}"), 2 * max(q_size, k_size) - 1) for axis, q_size, k_size in zip("thw", q_shape, k_shape)]
 
     def relative_terms(self, q: torch.Tensor, prefix: int, q_shape: VideoShape, k_shape: VideoShape) -> list[torch.Tensor]:
-        """``Q_i . R_axis[axis(i), c]`` for every grid query ``i`` and key coordinate ``c`` of each
-        axis (MViTv2 Sec. 4.1): ``[B, heads, T, H, W, kt]``, ``[..., kh]`` and ``[..., kw]``."""
+        """``Q_i . R_axis[axis(i), c]`` for every grid query ``i`` of ``q`` ``[B, heads, P + Lq, d]`` and
+        key coordinate ``c`` of each axis (MViTv2 Sec. 4.1): ``[B, heads, T, H, W, kt]``, ``[..., kh]``
+        and ``[..., kw]``, with the multiply-accumulates the papers count."""
         known = (q_shape, k_shape) == (self.q_grid, self.k_grid)
         batch, heads = q.shape[:2]
         grid_q = q[:, :, prefix:].reshape(batch, heads, *q_shape, self.head_dim)  # [B, heads, T, H, W, d]
         terms = []
-        for axis, q_size, k_size, equation in zip("thw", q_shape, k_shape, ("bntxyd,tkd->bntxyk", "bntxyd,xkd->bntxyk", "bntxyd,ykd->bntxyk")):
-            table = resize_table(getattr(self, f"rel_pos_{axis}"), 2 * max(q_size, k_size) - 1)
+        for axis, table, q_size, k_size, equation in zip("thw", self.tables(q_shape, k_shape), q_shape, k_shape, ("bntxyd,tkd->bntxyk", "bntxyd,xkd->bntxyk", "bntxyd,ykd->bntxyk")):
             index = getattr(self, f"index_{axis}") if known else relative_index(q_size, k_size, table.device)
             terms.append(torch.einsum(equation, grid_q, table[index]))  # table[index]: [q_size, k_size, d]
         return terms
 
+    def relative_rows(self, q: torch.Tensor, prefix: int, q_shape: VideoShape, k_shape: VideoShape, width: int) -> torch.Tensor:
+        """``[B, P + Lq, heads, width]``: the relative terms of ``q`` ``[B, P + Lq, heads, d]`` side by
+        side (``relative_terms``) in the first ``kt + kh + kw`` columns, zeros elsewhere and for
+        prefix queries. One matmul of the queries with every table row and one gather of the rows
+        each query needs (``position_columns``): more multiply-accumulates than the papers count
+        (every table row), but no copy of the queries and a few launches instead of a dozen."""
+        table = torch.cat([*self.tables(q_shape, k_shape), self.rel_pos_t.new_zeros(1, self.head_dim)])  # [rows + 1, d]
+        if (q_shape, k_shape, prefix) == (self.q_grid, self.k_grid, 1):
+            columns = self.columns
+        else:
+            columns = position_columns(q_shape, k_shape, prefix, width, q.device)
+        products = F.linear(q, table)  # [B, P + Lq, heads, rows + 1]
+        return products.gather(-1, columns[:, None].expand(q.shape[0], -1, q.shape[2], -1))
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix: int, q_shape: VideoShape, k_shape: VideoShape) -> torch.Tensor:
-        """``[B, heads, P + Lq, d]``: softmax attention with the relative-position term, either
-        folded into ``q`` and ``k`` or added as a bias (``fold_positions``; equal results)."""
+        """``[B, P + Lq, heads, d]``: softmax attention of ``[B, P + L, heads, d]`` queries, keys and
+        values with the relative-position term, either folded into ``q`` and ``k`` or added as a
+        bias (``fold_positions``; equal results)."""
         if not self.rel_pos:
-            return self.core(q, k, v, prefix=prefix, grid=k_shape)
-        terms = self.relative_terms(q, prefix, q_shape, k_shape)
+            return heads_first(self.core(heads_first(q), heads_first(k), heads_first(v), prefix=prefix, grid=k_shape))
         if not fold_positions(q.device):
-            t, h, w = terms
+            t, h, w = self.relative_terms(heads_first(q), prefix, q_shape, k_shape)
             bias = t[..., :, None, None] + h[..., None, :, None] + w[..., None, None, :]  # [B, heads, T, H, W, kt, kh, kw]
-            bias = F.pad(bias.reshape(*q.shape[:2], q_shape.num_patches, k_shape.num_patches), (prefix, 0, prefix, 0))
-            return self.core(q, k, v, prefix=prefix, grid=k_shape, bias=bias)
-        # Folded: q_i . k_j / sqrt(d) + E_rel[i, j] = [q_i / sqrt(d), r_i] . [k_j, onehot(j)]. Both are
+            bias = F.pad(bias.reshape(q.shape[0], q.shape[2], q_shape.num_patches, k_shape.num_patches), (prefix, 0, prefix, 0))
+            return heads_first(self.core(heads_first(q), heads_first(k), heads_first(v), prefix=prefix, grid=k_shape, bias=bias))
+        # Folded: q_i . k_j / sqrt(d) + E_rel[i, j] = [q_i, r_i] . [c k_j, g onehot(j)] / sqrt(width) with
+        # c = sqrt(width / d) and g = sqrt(width), which the core's 1 / sqrt(width) undoes. Both are
         # zero-padded to a multiple of 8 and v to the same width, so that SDPA may pick its flash
-        # kernel (equal widths divisible by 8); q is scaled to undo the core's 1 / sqrt(width).
-        extra = sum(k_shape)
-        width = -(-(self.head_dim + extra) // 8) * 8
-        pad = width - self.head_dim - extra
-        gain = math.sqrt(width)
-        rows = F.pad(torch.cat(terms, dim=-1).flatten(2, 4), (0, 0, prefix, 0))  # [B, heads, P + Lq, kt + kh + kw]
-        q_wide = F.pad(torch.cat([q * (gain / math.sqrt(self.head_dim)), rows * gain], dim=-1), (0, pad))
-        code = self.key_code if k_shape == self.k_grid else key_position_code(k_shape, k.device)
-        code = F.pad(code.to(k.dtype), (0, pad, prefix, 0))  # [P + Lk, width - d], prefix keys uncoded
-        k_wide = torch.cat([k, code.expand(*k.shape[:2], -1, -1)], dim=-1)
-        v_wide = F.pad(v, (0, width - self.head_dim))
-        return self.core(q_wide, k_wide, v_wide, prefix=prefix, grid=k_shape)[..., : self.head_dim]
+        # kernel (equal widths divisible by 8); the scale goes on k, the shorter of the two.
+        width = folded_width(self.head_dim, k_shape)
+        extra = width - self.head_dim
+        q_wide = torch.cat([q, self.relative_rows(q, prefix, q_shape, k_shape, extra)], dim=-1)
+        code = self.key_code if (k_shape, prefix) == (self.k_grid, 1) else folded_key_code(k_shape, prefix, extra, k.device)
+        # The gain multiplies at run time: a buffer made in float32 would hold it rounded in float64.
+        code = (code * math.sqrt(width)).to(k.dtype)[:, None].expand(k.shape[0], -1, k.shape[2], -1)  # [B, P + Lk, heads, width - d]
+        k_wide = torch.cat([k * math.sqrt(width / self.head_dim), code], dim=-1)
+        v_wide = F.pad(v, (0, extra))
+        out = self.core(heads_first(q_wide), heads_first(k_wide), heads_first(v_wide), prefix=prefix, grid=k_shape)
+        return heads_first(out)[..., : self.head_dim]
 
     def forward(self, x: torch.Tensor, shape: VideoShape) -> tuple[torch.Tensor, VideoShape]:
         batch, tokens, _ = x.shape
@@ -280,11 +347,14 @@ class PoolingAttention(nn.Module):
             q, q_shape = self.pool(q, shape, prefix, "q")
         if self.pools_kv:
             kv, k_shape = self.pool(kv, shape, prefix, "kv")
-        q = self.split_heads(q, "q", self.pools_q)  # [B, heads, P + Lq, d]
-        k = self.split_heads(kv[..., :width], "k", self.pools_kv)  # [B, heads, P + Lk, d]
+        q = self.split_heads(q, "q", self.pools_q)  # [B, P + Lq, heads, d]
+        k = self.split_heads(kv[..., :width], "k", self.pools_kv)  # [B, P + Lk, heads, d]
         v = self.split_heads(kv[..., width:], "v", self.pools_kv)
         out = self.attend(q, k, v, prefix, q_shape, k_shape)
-        if self.residual_pool:
-            out = torch.cat([out[:, :, :prefix], out[:, :, prefix:] + q[:, :, prefix:]], dim=2)
-        out = out.transpose(1, 2).reshape(batch, -1, width)  # [B, P + Lq, heads * d]
+        if self.residual_pool:  # Z = Attn + Q on the grid tokens, one kernel, in q's token-major layout
+            on_grid = self.grid_rows if (q_shape, prefix) == (self.q_grid, 1) else grid_rows(q_shape, prefix, q.device)
+            out = torch.addcmul(out, q, on_grid)
+        if torch.compiler.is_exporting():  # an exporter may lower SDPA to a kernel with a heads-first output
+            out = out.clone(memory_format=torch.contiguous_format)
+        out = out.reshape(batch, -1, width)  # [B, P + Lq, heads * d], a view where out is token-major
         return self.proj_drop(self.proj(out)), q_shape
