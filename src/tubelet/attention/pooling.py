@@ -242,6 +242,7 @@ class PoolingAttention(nn.Module):
             extra = folded_width(self.head_dim, self.k_grid) - self.head_dim
             self.register_buffer("columns", position_columns(self.q_grid, self.k_grid, 1, extra), persistent=False)
             self.register_buffer("key_code", folded_key_code(self.k_grid, 1, extra), persistent=False)
+            self.register_buffer("zero_row", torch.zeros(1, self.head_dim), persistent=False)  # ends the stacked table
 
     def table_lengths(self, grid: VideoShape) -> tuple[int, int]:
         """Rows of the spatial (``h`` and ``w``) and temporal tables for input ``grid``, as
@@ -302,7 +303,7 @@ class PoolingAttention(nn.Module):
         prefix queries. One matmul of the queries with every table row and one gather of the rows
         each query needs (``position_columns``): more multiply-accumulates than the papers count
         (every table row), but no copy of the queries and a few launches instead of a dozen."""
-        table = torch.cat([*self.tables(q_shape, k_shape), self.rel_pos_t.new_zeros(1, self.head_dim)])  # [rows + 1, d]
+        table = torch.cat([*self.tables(q_shape, k_shape), self.zero_row])  # [rows + 1, d]
         if (q_shape, k_shape, prefix) == (self.q_grid, self.k_grid, 1):
             columns = self.columns
         else:
