@@ -9,7 +9,8 @@ gives videos/s and the ratio to torchvision in the same compile mode; ``--out`` 
 timing as JSON and, with ``--profile``, the 15 longest CUDA kernels of each side at the largest
 batch (eager), which says where the time goes.
 
-    python benchmarks/mvit_vs_torchvision.py [--batch 1 32] [--reps 20] [--compile default] [--out DIR] [--profile]
+    python benchmarks/mvit_vs_torchvision.py [--batch 1 32] [--reps 20] [--compile default] [--norm-backend torch|triton]
+        [--out DIR] [--profile]
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ MODEL = "mvitv2_small_16x224"
 PATHS = ("folded", "bias")
 
 
-def measure(batches: tuple[int, ...], reps: int, compile_modes: list[str | None]) -> list[dict]:
-    """One ``run_bench`` per (compile mode, relative-position path); rows tagged with both."""
+def measure(batches: tuple[int, ...], reps: int, compile_modes: list[str | None], norm_backend: str | None = None) -> list[dict]:
+    """One ``run_bench`` per (compile mode, relative-position path); rows tagged with both.
+    ``norm_backend`` is tubelet's LayerNorm backend (``tubelet.layers.norm``), torchvision's is its own."""
     results = []
     for compile_mode in compile_modes:
         for path in PATHS:
             pooling.RELATIVE_POSITIONS = path
             config = BenchConfig(models=(MODEL,), batches=batches, compare=True, dtype="bf16", device="cuda",
-                                 reps=reps, warmup=5, compile=compile_mode)
+                                 reps=reps, warmup=5, compile=compile_mode, norm_backend=norm_backend)
             result = run_bench(config, log=print)
             for row in result["rows"]:
                 row["positions"] = path if row["implementation"] == "tubelet" else "-"
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--compile", default="default", help="torch.compile mode for the compiled rows; 'none' skips them")
+    parser.add_argument("--norm-backend", choices=("torch", "triton"), help="tubelet's LayerNorm backend (default: the switch's)")
     parser.add_argument("--out", type=Path, help="folder for mvit_vs_torchvision.{md,json}")
     parser.add_argument("--profile", action="store_true", help="also profile one eager forward of each at the largest batch")
     args = parser.parse_args()
@@ -107,7 +110,7 @@ def main() -> None:
     # The logit check before timing runs in float32: without TF32 both sides compute it exactly.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    results = measure(batches, args.reps, [None] + ([] if args.compile == "none" else [args.compile]))
+    results = measure(batches, args.reps, [None] + ([] if args.compile == "none" else [args.compile]), args.norm_backend)
     report = [f"## {MODEL} vs torchvision mvit_v2_s\n", side_by_side(results, batches)]
     report += [markdown(result) for result in results]
     if args.profile:

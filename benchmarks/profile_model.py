@@ -4,7 +4,8 @@ the number of kernel launches, and CPU against GPU time. The profiles quoted in
 ``benchmarks/NOTES.md`` come from this script.
 
     PYTHONPATH=src python3 benchmarks/profile_model.py MODEL [--frames T] [--size S] [--batch B]
-        [--mode infer|train] [--linear-backend torch|triton] [--layout permute|view] [--top 20] [key=value ...]
+        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend torch|triton] [--layout permute|view] [--top 20]
+        [key=value ...]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 from tubelet.attention.layout import ATTENTION_LAYOUT
 from tubelet.bench.run import linear_backend, parse_overrides
 from tubelet.bench.timing import synchronize
+from tubelet.layers.norm import LAYER_NORM_BACKEND
 from tubelet.models.registry import create_model
 from tubelet.models.summary import default_input_size
 
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("infer", "train"), default="infer")
     parser.add_argument("--linear-backend", default="torch")
     parser.add_argument("--layout", default=ATTENTION_LAYOUT.get(), help="attention layout: permute or view")
+    parser.add_argument("--norm-backend", choices=LAYER_NORM_BACKEND.names, default="torch")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
@@ -52,7 +55,7 @@ def main() -> None:
             out.float().sum().backward()
 
     grad = torch.enable_grad() if args.mode == "train" else torch.inference_mode()
-    with linear_backend(args.linear_backend), ATTENTION_LAYOUT.using(args.layout), grad:
+    with linear_backend(args.linear_backend), LAYER_NORM_BACKEND.using(args.norm_backend), ATTENTION_LAYOUT.using(args.layout), grad:
         for _ in range(args.warmup):
             step()
         synchronize(device)
@@ -63,8 +66,9 @@ def main() -> None:
             synchronize(device)
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     gpu_ms = sum(e.device_time for e in kernels) / 1e3
-    print(f"{args.model} {frames}x{height} batch {args.batch} {args.mode} ({args.linear_backend} backend, {args.layout} layout): "
-          f"{len(kernels)} kernel launches, CPU {cpu_ms:.1f} ms, GPU kernels {gpu_ms:.1f} ms")
+    print(f"{args.model} {frames}x{height} batch {args.batch} {args.mode} ({args.linear_backend} linear backend, "
+          f"{args.norm_backend} LayerNorm, {args.layout} layout): {len(kernels)} kernel launches, CPU {cpu_ms:.1f} ms, "
+          f"GPU kernels {gpu_ms:.1f} ms")
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.top, max_name_column_width=90))
 
 
