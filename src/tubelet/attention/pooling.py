@@ -242,7 +242,7 @@ class PoolingAttention(nn.Module):
             extra = folded_width(self.head_dim, self.k_grid) - self.head_dim
             self.register_buffer("columns", position_columns(self.q_grid, self.k_grid, 1, extra), persistent=False)
             self.register_buffer("key_code", folded_key_code(self.k_grid, 1, extra), persistent=False)
-            self.register_buffer("zero_row", torch.zeros(1, self.head_dim), persistent=False)  # ends the stacked table
+            self.register_buffer("zero_rows", torch.zeros(8, self.head_dim), persistent=False)  # end the stacked table
 
     def table_lengths(self, grid: VideoShape) -> tuple[int, int]:
         """Rows of the spatial (``h`` and ``w``) and temporal tables for input ``grid``, as
@@ -303,12 +303,15 @@ class PoolingAttention(nn.Module):
         prefix queries. One matmul of the queries with every table row and one gather of the rows
         each query needs (``position_columns``): more multiply-accumulates than the papers count
         (every table row), but no copy of the queries and a few launches instead of a dozen."""
-        table = torch.cat([*self.tables(q_shape, k_shape), self.zero_row])  # [rows + 1, d]
+        tables = self.tables(q_shape, k_shape)
+        rows = sum(table.shape[0] for table in tables)
+        # At least one zero row, up to a multiple of 8 rows: aligned rows for the matmul's output.
+        table = torch.cat([*tables, self.zero_rows[: 8 - rows % 8]])  # [rows + zeros, d]
         if (q_shape, k_shape, prefix) == (self.q_grid, self.k_grid, 1):
             columns = self.columns
         else:
             columns = position_columns(q_shape, k_shape, prefix, width, q.device)
-        products = F.linear(q, table)  # [B, P + Lq, heads, rows + 1]
+        products = F.linear(q, table)  # [B, P + Lq, heads, rows + zeros]
         return products.gather(-1, columns[:, None].expand(q.shape[0], -1, q.shape[2], -1))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix: int, q_shape: VideoShape, k_shape: VideoShape) -> torch.Tensor:
