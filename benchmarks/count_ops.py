@@ -152,16 +152,14 @@ class CatSizes(TorchDispatchMode):
 
 
 def count(model, video, dtype: str) -> tuple[list, dict]:
-    """The launching ops of one forward, in its own autocast region as ``tubelet bench`` runs it
-    (autocast's cast of each weight is made once per region), and each cat's output bytes by event id."""
-    def forward():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+    """The launching ops of one forward as ``tubelet bench`` runs inference (``torch.no_grad``, the
+    steps inside one autocast region, so that autocast's weight casts are made by the warm-up
+    only), and each cat's output bytes by event id."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        with CatSizes() as cats:  # also the warm-up (lazy initialisation, the weight casts)
             model(video)
-
-    with CatSizes() as cats:  # also the warm-up (lazy initialisation)
-        forward()
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        forward()
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            model(video)
     roots = [e for e in prof.events() if e.name.startswith("aten::") and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
     ops = sorted((op for root in roots for op in launches(root)), key=lambda e: e.time_range.start)
     cat_events = [e for e in ops if e.name == "aten::cat"]

@@ -9,7 +9,7 @@ gives videos/s and the ratio to torchvision in the same compile mode; ``--out`` 
 timing as JSON and, with ``--profile``, the 15 longest CUDA kernels of each side at the largest
 batch (eager), which says where the time goes.
 
-    python benchmarks/mvit_vs_torchvision.py [--batch 1 32] [--reps 20] [--compile default] [--norm-backend torch|triton]
+    python benchmarks/mvit_vs_torchvision.py [--batch 1 32] [--reps 20] [--compile default] [--norm-backend auto|torch|triton]
         [--out DIR] [--profile]
 """
 
@@ -25,6 +25,7 @@ import tubelet.attention.pooling as pooling
 from tubelet.bench import BenchConfig, markdown, run_bench
 from tubelet.bench.reference import build_reference
 from tubelet.files import atomic_write_text
+from tubelet.layers.norm import LAYER_NORM_BACKEND
 
 MODEL = "mvitv2_small_16x224"
 PATHS = ("folded", "bias")
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--compile", default="default", help="torch.compile mode for the compiled rows; 'none' skips them")
-    parser.add_argument("--norm-backend", choices=("torch", "triton"), help="tubelet's LayerNorm backend (default: the switch's)")
+    parser.add_argument("--norm-backend", choices=LAYER_NORM_BACKEND.names, help="tubelet's LayerNorm backend (default: the switch's)")
     parser.add_argument("--out", type=Path, help="folder for mvit_vs_torchvision.{md,json}")
     parser.add_argument("--profile", action="store_true", help="also profile one eager forward of each at the largest batch")
     args = parser.parse_args()

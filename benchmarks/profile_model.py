@@ -4,7 +4,7 @@ the number of kernel launches, and CPU against GPU time. The profiles quoted in
 ``benchmarks/NOTES.md`` come from this script.
 
     PYTHONPATH=src python3 benchmarks/profile_model.py MODEL [--frames T] [--size S] [--batch B]
-        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend torch|triton] [--layout permute|view] [--top 20]
+        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend auto|torch|triton] [--layout permute|view] [--top 20]
         [key=value ...]
 """
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("infer", "train"), default="infer")
     parser.add_argument("--linear-backend", default="torch")
     parser.add_argument("--layout", default=ATTENTION_LAYOUT.get(), help="attention layout: permute or view")
-    parser.add_argument("--norm-backend", choices=LAYER_NORM_BACKEND.names, default="torch")
+    parser.add_argument("--norm-backend", choices=LAYER_NORM_BACKEND.names, default=LAYER_NORM_BACKEND.get())
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
