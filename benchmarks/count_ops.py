@@ -4,8 +4,9 @@ counted by kind (the innermost ops that are not views or allocations; matmuls, c
 norms, attention and elementwise ops as one each, whatever the CPU runs inside them), and the
 bytes that copies and concatenations move. Without a GPU this is what transfers from the CPU to
 the GPU profile (``profile_model.py``): launches (~5 us each at batch 1 on the H200) and copied
-bytes (at ~4 TB/s). MViTv2-S's 1,192 launches here before issue 9's copy work compare with the
-1,341 kernels and 607 copies of the H200 profile (603 here).
+bytes (at ~4 TB/s). Counted with a cast of each weight per forward (as ``profile_model.py`` runs,
+under ``inference_mode``), MViTv2-S before issue 9's copy work had 1,192 launches and 603 copies
+here, against the 1,341 kernels and 607 copies of its H200 profile.
 
 CPU autocast differs from CUDA's in the ops MViT uses; for the counts to be CUDA's, this script
 gives the CPU CUDA's policy for them: ``layer_norm`` casts its input to float32 and returns
