@@ -42,12 +42,12 @@ def test_fast_paths_sets_every_switch_for_a_block():
     def state():
         return SDPA_BACKEND.get(), LINEAR_BACKEND.get(), LAYER_NORM_BACKEND.get(), ATTENTION_LAYOUT.get()
 
-    assert state() == ("auto", "torch", "auto", "permute")
+    assert state() == ("auto", "torch", "auto", "auto")
     with fast_paths(sdpa="math", linear="triton", norm="triton", layout="view"):
         assert state() == ("math", "triton", "triton", "view")
         with fast_paths(sdpa="flash"):
             assert state() == ("flash", "triton", "triton", "view")
-    assert state() == ("auto", "torch", "auto", "permute")
+    assert state() == ("auto", "torch", "auto", "auto")
     with pytest.raises(ValueError, match="unknown linear attention backend 'cuda'"), fast_paths(linear="cuda"):
         pass
     assert LINEAR_BACKEND.get() == "torch"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import tubelet
 from tubelet.attention import grouping, layout, sdpa
 from tubelet.attention.layout import ATTENTION_LAYOUT, view_split
 from tubelet.attention.registry import build_attention
@@ -138,6 +139,30 @@ def test_chunks_of_the_head_axis_change_nothing(monkeypatch):
 
 
 def test_an_unknown_layout_is_an_error_naming_the_choices():
-    with pytest.raises(ValueError, match=r"unknown attention layout 'strided'; expected one of permute, view"):
+    with pytest.raises(ValueError, match=r"unknown attention layout 'strided'; expected one of auto, permute, view"):
         ATTENTION_LAYOUT.set("strided")
-    assert ATTENTION_LAYOUT.get() == "permute"
+    assert ATTENTION_LAYOUT.get() == "auto"
+
+
+def test_auto_takes_views_for_large_steps_only():
+    from tubelet.attention.layout import VIEW_MIN_TOKENS, uses_views
+
+    assert ATTENTION_LAYOUT.get() == "auto"
+    assert uses_views(2, VIEW_MIN_TOKENS // 2) and not uses_views(1, VIEW_MIN_TOKENS - 1)
+    with ATTENTION_LAYOUT.using("view"):
+        assert uses_views(1, 10)
+    with ATTENTION_LAYOUT.using("permute"):
+        assert not uses_views(64, VIEW_MIN_TOKENS)
+
+
+def test_auto_gives_the_same_function_across_its_threshold(monkeypatch):
+    """A divided model under ``auto`` with the threshold below and above its step: equal outputs."""
+    torch.manual_seed(0)
+    model = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=4, depth=1).double().eval()
+    video = torch.randn(2, 3, 8, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        monkeypatch.setattr(layout, "VIEW_MIN_TOKENS", 1)
+        viewed = model(video)
+        monkeypatch.setattr(layout, "VIEW_MIN_TOKENS", 10**9)
+        permuted = model(video)
+    torch.testing.assert_close(viewed, permuted, rtol=1e-12, atol=1e-12)

@@ -116,7 +116,7 @@ def test_the_attention_layout_is_applied_and_reported(monkeypatch):
     monkeypatch.setattr(DividedSpaceTimeAttention, "forward_views", lambda *args: seen.append(1) or original(*args))
     result = run_bench(BenchConfig(models=(TINY,), frames=(2,), sizes=(16,), layout="view", **FAST))
     assert result["rows"][0]["status"] == "ok" and seen
-    assert "attention layout: view" in markdown(result, "cmd") and ATTENTION_LAYOUT.get() == "permute"
+    assert "attention layout: view" in markdown(result, "cmd") and ATTENTION_LAYOUT.get() == "auto"
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_the_attention_layout_is_applied_and_reported(monkeypatch):
         (["bench", TINY, "--set", "depth=[1"], "--set 'depth=[1' is not YAML"),
         (["bench", TINY, "--linear-backend", "cuda-magic"], "unknown linear attention backend 'cuda-magic'"),
         (["bench", TINY, "--sdpa-backend", "fast"], "unknown softmax attention backend 'fast'"),
-        (["bench", TINY, "--layout", "strided"], "unknown attention layout 'strided'; expected one of permute, view"),
+        (["bench", TINY, "--layout", "strided"], "unknown attention layout 'strided'; expected one of auto, permute, view"),
         (["bench", TINY, "--device", "gpu"], "device 'gpu': tubelet bench runs on cpu or cuda"),
     ],
 )

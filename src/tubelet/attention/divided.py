@@ -7,7 +7,7 @@ from torch import nn
 
 from tubelet.attention.base import MultiHeadAttention
 from tubelet.attention.grouping import Grouping, attend_in_groups, partition, unpartition
-from tubelet.attention.layout import ATTENTION_LAYOUT
+from tubelet.attention.layout import uses_views
 from tubelet.attention.registry import register_attention
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.norm import LayerNorm
@@ -55,7 +55,7 @@ class DividedSpaceTimeAttention(nn.Module):
             nn.init.zeros_(self.temporal_fc.bias)
 
     def forward(self, x: torch.Tensor, shape: VideoShape) -> tuple[torch.Tensor, VideoShape]:
-        if ATTENTION_LAYOUT.get() == "view":
+        if uses_views(x.shape[0], x.shape[1]):
             return self.forward_views(x, shape), shape
         return self.forward_permuted(x, shape), shape
 

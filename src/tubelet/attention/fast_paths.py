@@ -6,7 +6,7 @@ same function within the tolerance its tests state.
 | ``SDPA_BACKEND`` | ``tubelet.attention.sdpa`` | auto, flash, cudnn, efficient, math |
 | ``LINEAR_BACKEND`` | ``tubelet.attention.linear.functional`` | torch, triton |
 | ``LAYER_NORM_BACKEND`` | ``tubelet.layers.norm`` | auto, torch, triton |
-| ``ATTENTION_LAYOUT`` | ``tubelet.attention.layout`` (groups of tokens as copies or views) | permute, view |
+| ``ATTENTION_LAYOUT`` | ``tubelet.attention.layout`` (groups of tokens as copies or views) | auto, permute, view |
 | ``STEP_DOT_OPERANDS`` | ``tubelet.kernels.linear_step`` (the fused step kernel's dots) | tf32, bf16 |
 | ``STEP_KEY_SPLIT`` | ``tubelet.kernels.linear_step`` (the fused step kernel's programs) | off, auto |
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tubelet.attention.layout import ATTENTION_LAYOUT, from_groups, to_groups, view_split
+from tubelet.attention.layout import from_groups, to_groups, uses_views, view_split
 from tubelet.layers.shape import VideoShape
 
 Factors = tuple[int, int, int]
@@ -166,7 +166,7 @@ def attend_in_groups(
     if factors == tuple(shape) and not strided:  # one group: the clip
         return core(q, k, v, prefix=key_prefix, grid=group_grid)
     batch = q.shape[0]
-    split = view_split(shape, factors) if ATTENTION_LAYOUT.get() == "view" and not strided else None
+    split = view_split(shape, factors) if uses_views(q.shape[0], q.shape[-2]) and not strided else None
     if split is not None and p == key_prefix == 0 and core.groups_on_head_axis:
         out = core(*(to_groups(t, split) for t in (q, k, v)), prefix=0, grid=group_grid)  # [B*before, after*heads, S, e]
         return from_groups(out, batch, q.shape[1])

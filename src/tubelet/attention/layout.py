@@ -3,8 +3,15 @@ a ``tubelet.switch.Switch``.
 
 | name | groups of tokens are | copies per TimeSformer divided block (class token) |
 | --- | --- | --- |
-| ``permute`` (default) | reshape + permute copies (``grouping.partition`` / ``unpartition``) | 5 activation-sized |
+| ``permute`` | reshape + permute copies (``grouping.partition`` / ``unpartition``) | 5 activation-sized |
 | ``view`` | strided views of the tokens in their own (time-major) order | 2 (the frames' class token) |
+| ``auto`` (default) | ``view`` for steps over at least ``VIEW_MIN_TOKENS`` tokens (``B * L``), else ``permute`` | |
+
+``auto`` is measured (H200, bf16, ``benchmarks/gpu_throughput.py --sections layout``, BENCHMARKS.md):
+``view`` made TimeSformer-B 8x224 1.08x faster at batch 32 (50k tokens a step), its training step
+1.04x at batch 16, ViViT-B factorised self-attention 1.14x at batch 8 (25k), and TimeSformer-B
+0.87x at batch 1 (1.6k tokens), where launches bound the time and three projections launch more
+than one. ``torch.export`` takes ``permute``, so that no guard on the batch size enters the program.
 
 LayerNorm and the ``qkv`` and ``proj`` linears act on each token alone, so they commute with any
 regrouping of tokens: under ``view`` they run on ``[B, T*H*W, D]`` in the clip's order, with Q, K
@@ -36,7 +43,16 @@ import torch
 from tubelet.layers.shape import VideoShape
 from tubelet.switch import Switch
 
-ATTENTION_LAYOUT = Switch("attention layout", ["permute", "view"], "permute")
+ATTENTION_LAYOUT = Switch("attention layout", ["auto", "permute", "view"], "auto")
+VIEW_MIN_TOKENS = 8192  # auto: between batch 1's 1.6k tokens (permute faster) and 25k (view faster)
+
+
+def uses_views(batch: int, length: int) -> bool:
+    """Whether a step over ``batch`` sequences of ``length`` tokens lays out its groups as views now."""
+    layout = ATTENTION_LAYOUT.get()
+    if layout == "auto":
+        return not torch.compiler.is_exporting() and batch * length >= VIEW_MIN_TOKENS
+    return layout == "view"
 
 
 def view_split(shape: VideoShape, factors: tuple[int, int, int]) -> tuple[int, int, int] | None:

@@ -20,7 +20,7 @@ from torch import nn
 
 from tubelet.attention.base import MultiHeadAttention
 from tubelet.attention.grouping import Grouping, attend_in_groups
-from tubelet.attention.layout import ATTENTION_LAYOUT
+from tubelet.attention.layout import uses_views
 from tubelet.attention.shift import ChannelShift
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.norm import LayerNorm
@@ -90,7 +90,7 @@ class AttentionStep(nn.Module):
         and the summary keys and values ``[B, heads, T, d]`` (None without ``summary``), which
         average the frames' unshifted K and V. Under the ``view`` layout (``tubelet.attention.layout``)
         a softmax step without shifts and summaries computes Q, K and V apart."""
-        if ATTENTION_LAYOUT.get() == "view" and self.plain_softmax:
+        if uses_views(x.shape[0], x.shape[1]) and self.plain_softmax:
             q, k, v = self.attn.split_heads(self.norm(x), separate=True)  # [B, heads, L, d], views of [B, L, D]
             return q, k, v, None
         qkv = self.attn.qkv(self.norm(x)).unflatten(-1, (3, -1))  # [B, L, 3, D]

@@ -79,7 +79,7 @@ def markdown(result: dict, command: str | None = None) -> str:
         f"- device: {env['device']}, torch {env['torch']}",
         f"- {mode}, {precision}, torch.compile: {env['compile'] or 'no'}, CUDA graph: {'yes' if env['cuda_graph'] else 'no'}, "
         f"linear attention backend: {env['linear_backend']}, softmax attention backend: {env.get('sdpa_backend', 'auto')}, "
-        f"LayerNorm backend: {env.get('norm_backend', 'auto')}, attention layout: {env.get('layout', 'permute')}",
+        f"LayerNorm backend: {env.get('norm_backend', 'auto')}, attention layout: {env.get('layout', 'auto')}",
         f"- timing: {env['timer']}, median of {env['reps']} steps after {env['warmup']} untimed",
         f"- MFU against a {env['matmul_peak_dtype']} {env['matmul_peak_size']}^3 matrix product measured in this run: "
         f"{env['matmul_peak_flops'] / 1e12:.4g} TFLOP/s",
