@@ -442,7 +442,7 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=quick, choices=names, metavar="NAME", help=f"any of {', '.join(names)} (default: all but compiled and autotune)")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--step-dot-operands", default="tf32", choices=STEP_DOT_OPERANDS.names,
+    parser.add_argument("--step-dot-operands", default=STEP_DOT_OPERANDS.get(), choices=STEP_DOT_OPERANDS.names,
                         help="the fused linear step's dot operands for every section but step (which compares them)")
     parser.add_argument("--step-key-split", default="off", choices=STEP_KEY_SPLIT.names,
                         help="the fused linear step's key split for every section but step")
