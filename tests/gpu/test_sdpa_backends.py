@@ -117,3 +117,25 @@ def test_activation_checkpointing_recomputes_the_forward_exactly():
     plain, recomputed = gradients(False), gradients(True)
     for name, grad in plain.items():
         torch.testing.assert_close(recomputed[name], grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_the_view_layout_equals_permute_on_a_base_model_at_a_large_batch():
+    """TimeSformer-B at batch 8 (12,552 tokens a step: ``auto`` takes views) in float32 without
+    TF32: the same logits under both layouts."""
+    import tubelet
+    from tubelet.attention.layout import ATTENTION_LAYOUT
+
+    torch.manual_seed(0)
+    model = tubelet.create_model("timesformer_divided_base_p16_8x224", num_classes=10).cuda().eval()
+    video = torch.randn(8, 3, 8, 224, 224, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            with ATTENTION_LAYOUT.using("view"):
+                viewed = model(video)
+            with ATTENTION_LAYOUT.using("permute"):
+                permuted = model(video)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert relative_error(viewed, permuted.double()) < 1e-5
