@@ -31,7 +31,8 @@ into launchable chunks as it does ``N``. Only cores that treat the head axis as 
 (``groups_on_head_axis``; the softmax core) take these views.
 
 Both layouts compute the same function (tests hold them to each other in float64, forward and
-backward); which is faster is a GPU measurement (benchmarks/NOTES.md, "Copy-free temporal layout").
+backward; on the GPU, TimeSformer-B's float32 logits at batch 8); their speeds are the measurement
+above (benchmarks/NOTES.md, "Copy-free temporal layout").
 """
 
 from __future__ import annotations
