@@ -12,10 +12,12 @@ CPU autocast differs from CUDA's in the ops MViT uses; for the counts to be CUDA
 gives the CPU CUDA's policy for them: ``layer_norm`` casts its input to float32 and returns
 float32, ``einsum`` casts to 16 bits, max and average pooling run in their input's dtype (CPU
 autocast runs them in float32). ``--positions`` picks the relative-position path of MViT's
-pooling attention (default ``folded``, CUDA's default).
+pooling attention (default ``folded``, CUDA's default), ``--layout`` the attention layout
+(``permute``: token groups as copies, ``view``: as strided views; the copy counts in
+``benchmarks/NOTES.md``, "Copy-free temporal layout", come from it).
 
     PYTHONPATH=src python3 benchmarks/count_ops.py MODEL [--frames T] [--size S] [--batch B]
-        [--dtype bf16|fp32] [--positions folded|bias] [--top 12] [key=value ...]
+        [--dtype bf16|fp32] [--positions folded|bias] [--layout auto|permute|view] [--top 12] [key=value ...]
 """
 
 from __future__ import annotations
@@ -30,9 +32,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tubelet.attention.pooling as pooling
-from tubelet.bench.run import parse_overrides
-from tubelet.models.registry import create_model
-from tubelet.models.summary import default_input_size
+from model_input import add_model_arguments, model_and_video
+from tubelet.attention.layout import ATTENTION_LAYOUT
 
 # Leaf ops that launch nothing on the GPU: views, allocations, metadata.
 NO_KERNEL = {
@@ -198,24 +199,20 @@ def report(ops, cat_bytes: dict, top: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("overrides", nargs="*", help="model constructor overrides, key=value")
-    parser.add_argument("--frames", type=int)
-    parser.add_argument("--size", type=int)
-    parser.add_argument("--batch", type=int, default=1)
+    add_model_arguments(parser)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--positions", choices=("folded", "bias"), default="folded")
+    parser.add_argument("--layout", choices=ATTENTION_LAYOUT.names, default=ATTENTION_LAYOUT.get(),
+                        help="attention layout (tubelet.attention.layout): copies of token groups or views")
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
-    channels, frames, height, width = default_input_size(args.model)
-    frames, height, width = args.frames or frames, args.size or height, args.size or width
-    torch.manual_seed(0)
-    model = create_model(args.model, num_frames=frames, img_size=height, **parse_overrides(args.overrides)).eval()
-    video = torch.randn(args.batch, channels, frames, height, width)
+    model, video = model_and_video(args, torch.device("cpu"))
     pooling.RELATIVE_POSITIONS = args.positions
     policy = follow_cuda_autocast()  # noqa: F841 (its registrations last while it lives)
-    print(f"{args.model} {frames}x{height} batch {args.batch} {args.dtype}, {args.positions} positions")
-    print(report(*count(model, video, args.dtype), args.top))
+    print(f"{args.model} {video.shape[2]}x{video.shape[3]} batch {args.batch} {args.dtype}, {args.positions} positions, "
+          f"{args.layout} layout")
+    with ATTENTION_LAYOUT.using(args.layout):
+        print(report(*count(model.eval(), video, args.dtype), args.top))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ the number of kernel launches, and CPU against GPU time. The profiles quoted in
 ``benchmarks/NOTES.md`` come from this script.
 
     PYTHONPATH=src python3 benchmarks/profile_model.py MODEL [--frames T] [--size S] [--batch B]
-        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend auto|torch|triton] [--layout permute|view] [--top 20]
+        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend auto|torch|triton] [--layout auto|permute|view] [--top 20]
         [key=value ...]
 """
 
@@ -17,35 +17,25 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from tubelet.attention.layout import ATTENTION_LAYOUT
-from tubelet.bench.run import linear_backend, parse_overrides
+from model_input import add_model_arguments, model_and_video
+from tubelet.bench.run import linear_backend
 from tubelet.bench.timing import synchronize
 from tubelet.layers.norm import LAYER_NORM_BACKEND
-from tubelet.models.registry import create_model
-from tubelet.models.summary import default_input_size
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("overrides", nargs="*", help="model constructor overrides, key=value")
-    parser.add_argument("--frames", type=int)
-    parser.add_argument("--size", type=int)
-    parser.add_argument("--batch", type=int, default=1)
+    add_model_arguments(parser)
     parser.add_argument("--mode", choices=("infer", "train"), default="infer")
     parser.add_argument("--linear-backend", default="torch")
-    parser.add_argument("--layout", default=ATTENTION_LAYOUT.get(), help="attention layout: permute or view")
+    parser.add_argument("--layout", choices=ATTENTION_LAYOUT.names, default=ATTENTION_LAYOUT.get(), help="attention layout")
     parser.add_argument("--norm-backend", choices=LAYER_NORM_BACKEND.names, default=LAYER_NORM_BACKEND.get())
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
     device = torch.device("cuda")
-    channels, frames, height, width = default_input_size(args.model)
-    frames, height = args.frames or frames, args.size or height
-    width = args.size or width
-    options = parse_overrides(args.overrides)
-    with torch.device(device):
-        model = create_model(args.model, num_frames=frames, img_size=height, **options)
-        video = torch.randn(args.batch, channels, frames, height, width)
+    model, video = model_and_video(args, device)
+    frames, height = video.shape[2], video.shape[3]
     model.train(args.mode == "train")
 
     def step():
