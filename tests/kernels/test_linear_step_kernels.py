@@ -69,10 +69,15 @@ def check_against_reference(qkv, gate: dict, tolerance: float, **options) -> Non
         assert relative_error(a, b) < tolerance, name
 
 
-def options(grouping: str, shape: VideoShape, feature: str, shifts: str, heads: int, d: int) -> dict:
+def options(grouping: str, shape: VideoShape, feature: str, shifts: str, heads: int, d: int, runs: bool = True) -> dict:
+    """The kernel's options; the shift table with a row per run of channels that share an offset
+    (as the attention step passes it), or with ``runs=False`` a row per channel."""
+    table = fused.shift_table(SHIFTS[shifts], heads * d)
+    if table is not None and runs:
+        table = fused.run_length_table(table, d)
     return dict(
         feature=feature, offset=d**-0.5 if feature == "relu" else 0.0, eps=EPS,
-        layout=fused.group_layout(grouping, shape), grid=tuple(shape), shift=fused.shift_table(SHIFTS[shifts], heads * d),
+        layout=fused.group_layout(grouping, shape), grid=tuple(shape), shift=table,
     )
 
 
@@ -159,6 +164,32 @@ def test_shift_table_reads_what_the_channel_shifts_move():
         assert torch.equal(gather_shift(kv, fused.shift_table(SHIFTS[name], 32), tuple(shape)), expected), name
 
 
+def test_run_length_table_keeps_each_run_of_channels_that_share_an_offset():
+    """LVT base's tables (8 heads of 64): the temporal shift moves whole heads (runs of 64), the
+    spatial one half heads (32); a table's runs never cross a head, and expanded they are the
+    table again."""
+    for shifts, d, run in (("temporal", 64, 64), ("spatial", 64, 32), ("both", 64, 32), ("spatial", 8, 4), ("spatial", 6, 1), ("temporal", 12, 4)):
+        table = fused.shift_table(SHIFTS[shifts], 8 * d)
+        runs = fused.run_length_table(table, d)
+        assert runs.shape == (8 * d // run, 3), (shifts, d)
+        assert torch.equal(runs.repeat_interleave(run, 0), table), (shifts, d)
+
+
+@pytest.mark.parametrize("grouping, shifts", [("frame", "temporal"), ("tube", "spatial"), ("joint", "both")])
+def test_run_length_and_per_channel_tables_give_the_same_numbers(grouping, shifts):
+    """The vector loads of runs read what the per-channel loads read, forward and backward."""
+    shape = VideoShape(3, 3, 4)
+    qkv, gate = step_inputs(11, 2, shape, 2, 16, 1)
+    results = []
+    for runs in (True, False):
+        opts = options(grouping, shape, "relu", shifts, 2, 16, runs=runs)
+        assert (opts["shift"].shape[0] < 32) == runs
+        out = triton_linear_step(qkv, **gate, **opts)
+        results.append((out, *torch.autograd.grad(out.square().sum(), [qkv, *gate.values()])))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("split", STEP_KEY_SPLIT.names)
 def test_an_empty_batch_gives_empty_outputs_and_zero_gate_gradients(split):
     shape = VideoShape(2, 8, 17)
@@ -185,6 +216,9 @@ def test_bad_inputs_are_refused():
         triton_linear_step(qkv, weight, bias, **{**good, "layout": (3, 4, 4, 1)})
     with pytest.raises(ValueError, match="unknown feature map 'exp'"):
         triton_linear_step(qkv, weight, bias, **{**good, "feature": "exp"})
+    for rows in (3, 1, 32):  # runs of 16/3 channels, runs across heads (16 > d), more rows than channels
+        with pytest.raises(ValueError, match=r"shift table must be \[16 / run, 3\] for a power of two run that divides the head width 8"):
+            triton_linear_step(qkv, weight, bias, **{**good, "shift": torch.zeros(rows, 3, dtype=torch.int32)})
 
 
 COMPILE_FOR_SM90 = """
@@ -197,7 +231,7 @@ STEP_DOT_OPERANDS.set(sys.argv[1])
 SPLIT = sys.argv[2] == "auto"
 
 
-def compile_for_sm90(fn, constants, num_warps):
+def compile_for_sm90(fn, constants, launch):
     names = list(inspect.signature(fn.fn).parameters)
     def kind(name):
         if name in ("W", "Bias", "U", "UBias", "DW", "DB", "STATE", "DSTATE", "OUT"):
@@ -208,24 +242,28 @@ def compile_for_sm90(fn, constants, num_warps):
             return "fp32"
         return "*bf16" if name[0].isupper() else "i32"
     signature = {name: "constexpr" if name in constants else kind(name) for name in names}
-    source = ASTSource(fn=fn, signature=signature, constexprs={(names.index(n),): v for n, v in constants.items()})
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+    # As Triton's launcher specialises them at LVT base's sizes: pointers, strides, d and channels divisible by 16
+    aligned = [n for n in names if n not in constants and (n[0].isupper() or n.startswith("s") or n in ("d", "channels"))]
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    source = ASTSource(fn=fn, signature=signature, constexprs={(names.index(n),): v for n, v in constants.items()}, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=launch)
 
-# (kernel, its constants, token block, backward); the split's kernels with two gates, the most they hold
-launches = [(kernels._forward_kernel, dict(SPLIT=True), 32, False), (kernels._backward_kernel, dict(SPLIT=True), 16, True),
-            (kernels._state_kernel, dict(GRADS=False), 32, False), (kernels._state_kernel, dict(GRADS=True), 16, True)]
+# (kernel, its constants, backward); the split's kernels with two gates, the most they hold
+launches = [(kernels._forward_kernel, dict(SPLIT=True), False), (kernels._backward_kernel, dict(SPLIT=True), True),
+            (kernels._state_kernel, dict(GRADS=False), False), (kernels._state_kernel, dict(GRADS=True), True)]
 if not SPLIT:
-    launches = [(fn, dict(SPLIT=False), block, backward) for fn, _, block, backward in launches[:2]]
+    launches = [(fn, dict(SPLIT=False), backward) for fn, _, backward in launches[:2]]
 for two_gates in (False, True) if not SPLIT else (True,):
-    flags = dict(FEATURE=0, HAS_GATE=True, TWO_GATES=two_gates, SHIFTED=True)
-    for fn, constants, block, backward in launches:
-        config = kernels._config(64, 196, torch.bfloat16, max_block=block, shared_tf32=not (two_gates and backward))
-        warps = config.pop("num_warps")
-        compiled = compile_for_sm90(fn, {**flags, **constants, **config}, warps)
-        print(f"{fn.fn.__name__}/{constants}/{two_gates}".replace(" ", ""), compiled.metadata.shared, len(compiled.asm["cubin"]))
+    flags = dict(FEATURE=0, HAS_GATE=True, TWO_GATES=two_gates, SHIFT_RUN=32)  # LVT base's spatial shift: runs of 32 channels
+    for fn, constants, backward in launches:
+        config = kernels._config(64, 196, torch.bfloat16, backward=backward, two_gates=two_gates)
+        launch = dict(num_warps=config.pop("num_warps"), num_stages=config.pop("num_stages"))
+        compiled = compile_for_sm90(fn, {**flags, **constants, **config}, launch)
+        scalar_loads = compiled.asm["ptx"].count("ld.global.b16")  # 16-bit token loads one element at a time
+        print(f"{fn.fn.__name__}/{constants}/{two_gates}".replace(" ", ""), compiled.metadata.shared, len(compiled.asm["cubin"]), scalar_loads)
 if not SPLIT:
-    compiled = compile_for_sm90(kernels._unshift_kernel, dict(BLOCK_L=16, BLOCK_C=256), 4)
-    print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]))
+    compiled = compile_for_sm90(kernels._unshift_kernel, dict(SHIFT_RUN=32, BLOCK_L=16, BLOCK_C=256), dict(num_warps=4))
+    print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]), 0)  # its loads stay scalar (NOTES.md)
 """
 
 
@@ -234,7 +272,9 @@ def test_kernels_compile_for_an_h200_without_one(tmp_path, operands, split):
     """The interpreter runs the kernels' Python, not Triton's compiler: compile them here for
     sm_90 (Triton's own ptxas, no GPU needed) at LVT base's configuration, bf16, and check that
     each fits the 227 KB of shared memory an H100/H200 program may use, with one fixation gate
-    and with two, with each choice of dot operands, and the split key pass's kernels."""
+    and with two, with each choice of dot operands, and the split key pass's kernels; and that
+    with the shift in runs of 32 channels (LVT base's spatial shift) every 16-bit load of tokens is
+    a vector load (each thread 8 channels at once), none element by element."""
     import os
     import subprocess
     import sys
@@ -248,8 +288,9 @@ def test_kernels_compile_for_an_h200_without_one(tmp_path, operands, split):
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
     assert len(lines) == (4 if split == "auto" else 5), lines
     for name, numbers in lines.items():
-        shared, cubin = map(int, numbers.split())
+        shared, cubin, scalar_loads = map(int, numbers.split())
         assert cubin > 0 and shared <= 227 * 1024, (name, shared)
+        assert scalar_loads == 0, (name, scalar_loads)
 
 
 class CountFused:

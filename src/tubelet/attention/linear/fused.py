@@ -60,6 +60,16 @@ def shift_table(shifts: tuple[ChannelShift, ...], channels: int) -> torch.Tensor
     return table
 
 
+def run_length_table(table: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """``[channels, 3] -> [channels / run, 3]``: one row per run of ``run`` consecutive channels
+    with one offset, ``run`` the largest power of two that divides ``head_dim`` and keeps every
+    aligned run's channels together (the kernels then load K and V in vectors of a run)."""
+    run = head_dim & -head_dim
+    while run > 1 and not torch.equal(table.view(-1, run, 3), table[::run, None].expand(-1, run, 3)):
+        run //= 2
+    return table[::run].contiguous()
+
+
 def _fixation_covered(fixation) -> bool:
     """Whether the kernel covers this fixation: none, or cooperative from concatenated Q, K, V."""
     return fixation is None or (fixation.mode, fixation.inputs, fixation.aggregation) == ("cooperative", "qkv", "concat")
@@ -92,6 +102,8 @@ class LinearAttentionStep(AttentionStep):
             and (not self.shifts or (not self.shift_after_fixation and len(set(kinds)) == len(kinds)))
         )
         table = shift_table(self.shifts, self.attn.num_heads * self.attn.head_dim) if self.fusable else None
+        if table is not None:
+            table = run_length_table(table, self.attn.head_dim)
         self.register_buffer("shift_table", table, persistent=False)
 
     def uses_fused_kernel(self, x: torch.Tensor, shape: VideoShape) -> bool:

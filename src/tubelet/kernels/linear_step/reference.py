@@ -10,8 +10,9 @@ Per head, on ``Q, K, V = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]`` (``[B, L, he
     Y = Eq. 3 of Q^, K^, V within each group of tokens
 
 with the kernels' numerics: float32 (at least) throughout, the normaliser clamped below at
-``eps``, the output in ``qkv``'s dtype. ``shift [heads * d, 3]`` holds, for every channel, the
-offset ``(dt, dh, dw)`` of the token it is read from (zero outside the grid); ``layout = (groups,
+``eps``, the output in ``qkv``'s dtype. ``shift [heads * d / run, 3]`` holds, for every run of
+``run`` consecutive channels (``run`` divides ``d``; 1: a row per channel), the offset ``(dt,
+dh, dw)`` of the token they are read from (zero outside the grid); ``layout = (groups,
 length, group_stride, member_stride)`` puts member ``i`` of group ``g`` at token
 ``g * group_stride + i * member_stride``.
 """
@@ -70,7 +71,8 @@ def linear_step_reference(
     x = qkv.to(wide)
     q, kv = x[:, :, 0], x[:, :, 1:]  # [B, L, heads, d], [B, L, 2, heads, d]
     if shift is not None:
-        kv = gather_shift(kv.reshape(batch, length, 2, heads * d), shift, grid).reshape(kv.shape)
+        per_channel = shift.repeat_interleave(heads * d // shift.shape[0], dim=0)  # rows of runs -> [heads * d, 3]
+        kv = gather_shift(kv.reshape(batch, length, 2, heads * d), per_channel, grid).reshape(kv.shape)
     k, v = kv[:, :, 0], kv[:, :, 1]
     q_feat, k_feat = feature_map(q, feature, offset), feature_map(k, feature, offset)
     if weight is not None:

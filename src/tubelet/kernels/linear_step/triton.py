@@ -121,11 +121,12 @@ def _gate_weights(W, Bias, d, HAS_GATE: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _shift_table(SHIFT, h, d, SHIFTED: tl.constexpr, BLOCK_D: tl.constexpr):
-    """This head's channels' offsets ``(dt, dh, dw)``, each ``[BLOCK_D]`` int32."""
+def _shift_table(SHIFT, h, d, SHIFT_RUN: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This head's channels' offsets ``(dt, dh, dw)``, each ``[BLOCK_D]`` int32, from the table's
+    rows of ``SHIFT_RUN`` channels each (0: no shift)."""
     offs_d = tl.arange(0, BLOCK_D)
-    if SHIFTED:
-        rows = SHIFT + (h * d + offs_d) * 3
+    if SHIFT_RUN:
+        rows = SHIFT + (h * d + offs_d) // SHIFT_RUN * 3
         cols = offs_d < d
         dt = tl.load(rows, mask=cols, other=0)
         dh = tl.load(rows + 1, mask=cols, other=0)
@@ -138,9 +139,34 @@ def _shift_table(SHIFT, h, d, SHIFTED: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
+def _shifted_source(tokens, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w):
+    """The token each ``[tokens, channel]`` reads from, ``(t, h, w) + shift[channel]``, clamped into the
+    grid, and whether it is inside (the caller zeroes what is not). Clamping keeps every address
+    valid, so the loads need no per-channel mask and a run of channels with one offset (one
+    source) loads as one contiguous vector."""
+    st = (tokens // (grid_h * grid_w))[:, None] + shift_t[None, :]
+    sh = ((tokens // grid_w) % grid_h)[:, None] + shift_h[None, :]
+    sw = (tokens % grid_w)[:, None] + shift_w[None, :]
+    inside = (st >= 0) & (st < grid_t) & (sh >= 0) & (sh < grid_h) & (sw >= 0) & (sw < grid_w)
+    st = tl.minimum(tl.maximum(st, 0), grid_t - 1)
+    sh = tl.minimum(tl.maximum(sh, 0), grid_h - 1)
+    sw = tl.minimum(tl.maximum(sw, 0), grid_w - 1)
+    return (st * grid_h + sh) * grid_w + sw, inside
+
+
+@triton.jit
+def _runs(offsets, SHIFT_RUN: tl.constexpr):
+    """``offsets [rows, channels]`` marked contiguous in aligned runs of ``SHIFT_RUN`` channels
+    (true when the runs share an offset), so that the compiler loads each run as vectors."""
+    if SHIFT_RUN > 1:
+        offsets = tl.max_contiguous(tl.multiple_of(offsets, [1, SHIFT_RUN]), [1, SHIFT_RUN])
+    return offsets
+
+
+@triton.jit
 def _tile(Q, K, V, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
           wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-          FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
+          FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFT_RUN: tl.constexpr,
           BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """The block of a group's members from ``start`` (those before ``end``), ``[BLOCK_L, BLOCK_D]``
     float32 each: the raw ``q, k, v``
@@ -152,17 +178,17 @@ def _tile(Q, K, V, token0, start, end, member_stride, s_l, d, shift_t, shift_h, 
     tokens = token0 + offs_l * member_stride
     mask = (offs_l < end)[:, None] & (offs_d < d)[None, :]
     q = tl.load(Q + tokens[:, None] * s_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-    if SHIFTED:
-        st = (tokens // (grid_h * grid_w))[:, None] + shift_t[None, :]
-        sh = ((tokens // grid_w) % grid_h)[:, None] + shift_h[None, :]
-        sw = (tokens % grid_w)[:, None] + shift_w[None, :]
-        inside = mask & (st >= 0) & (st < grid_t) & (sh >= 0) & (sh < grid_h) & (sw >= 0) & (sw < grid_w)
-        kv_offsets = ((st * grid_h + sh) * grid_w + sw) * s_l + offs_d[None, :]
+    if SHIFT_RUN:
+        source, inside = _shifted_source(tokens, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w)
+        kv_offsets = _runs(source * s_l + offs_d[None, :], SHIFT_RUN)
+        columns = (offs_d < d)[None, :]
+        inside = inside & mask
+        k = tl.where(inside, tl.load(K + kv_offsets, mask=columns, other=0.0).to(tl.float32), 0.0)
+        v = tl.where(inside, tl.load(V + kv_offsets, mask=columns, other=0.0).to(tl.float32), 0.0)
     else:
-        inside = mask
         kv_offsets = tokens[:, None] * s_l + offs_d[None, :]
-    k = tl.load(K + kv_offsets, mask=inside, other=0.0).to(tl.float32)
-    v = tl.load(V + kv_offsets, mask=inside, other=0.0).to(tl.float32)
+        k = tl.load(K + kv_offsets, mask=mask, other=0.0).to(tl.float32)
+        v = tl.load(V + kv_offsets, mask=mask, other=0.0).to(tl.float32)
     fq = _rho(q, offset, FEATURE)
     fk = _rho(k, offset, FEATURE)
     q_feat = tl.where(mask, fq, 0.0)
@@ -188,7 +214,7 @@ def _tile(Q, K, V, token0, start, end, member_stride, s_l, d, shift_t, shift_h, 
 @triton.jit
 def _state(Q, K, V, token0, begin, end, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
            wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-           FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
+           FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFT_RUN: tl.constexpr,
            BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """``S = sum k^^T v`` ``[BLOCK_D, BLOCK_D]`` and ``z = sum k^`` ``[BLOCK_D]`` over the members
     ``[begin, end)`` of one group."""
@@ -197,7 +223,7 @@ def _state(Q, K, V, token0, begin, end, member_stride, s_l, d, shift_t, shift_h,
     for start in range(begin, end, BLOCK_L):
         _, _, _, _, v, _, _, _, k_feat, _, gamma_k = _tile(
             Q, K, V, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
-            wq, wk, wv, bias, uq, uk, uv, ubias, offset, FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            wq, wk, wv, bias, uq, uk, uv, ubias, offset, FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
         k_hat = gamma_k * k_feat
         state = _dot(tl.trans(k_hat), v, state, PRECISION)
         k_sum += tl.sum(k_hat, axis=0)
@@ -219,7 +245,7 @@ def _output_grads(q_hat, g, state, k_sum, eps, PRECISION: tl.constexpr):
 @triton.jit
 def _state_grads(Q, K, V, G, token0, begin, end, member_stride, s_l, sg_l, d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w,
                  wq, wk, wv, bias, uq, uk, uv, ubias, offset, eps, state, k_sum,
-                 FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr,
+                 FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFT_RUN: tl.constexpr,
                  BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """``dS = sum q^^T dN`` ``[BLOCK_D, BLOCK_D]`` and ``dz = sum dD q^`` ``[BLOCK_D]`` over the
     queries ``[begin, end)`` of one group."""
@@ -230,7 +256,7 @@ def _state_grads(Q, K, V, G, token0, begin, end, member_stride, s_l, sg_l, d, sh
         tokens, mask, _, _, _, _, _, q_feat, _, gamma_q, _ = _tile(
             Q, K, V, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w,
             grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-            FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+            FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
         q_hat = gamma_q * q_feat
         g = tl.load(G + tokens[:, None] * sg_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
         d_num, d_den = _output_grads(q_hat, g, state, k_sum, eps, PRECISION)
@@ -275,7 +301,7 @@ def _state_kernel(
     Q, K, V, W, Bias, U, UBias, SHIFT, G, STATE, OUT,
     s_b, s_l, s_h, sg_b, sg_l, sg_h,
     total_groups, groups, length, group_stride, member_stride, chunks, chunk_len, d, offset, eps, grid_t, grid_h, grid_w,
-    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr, GRADS: tl.constexpr,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFT_RUN: tl.constexpr, GRADS: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Each group's ``chunks`` chunks of ``chunk_len`` members in parallel (the key pass split over
@@ -287,7 +313,7 @@ def _state_kernel(
     heads = tl.num_programs(1)
     wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
     uq, uk, uv, ubias = _gate_weights(U, UBias, d, TWO_GATES, BLOCK_D)
-    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
+    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFT_RUN, BLOCK_D)
     for item in range(pid, total_groups * chunks, tl.num_programs(0)):
         group, b, token0, begin, end = _work_item(item, chunks, chunk_len, length, groups, group_stride)
         q_ptr = Q + b * s_b + h * s_h
@@ -297,11 +323,11 @@ def _state_kernel(
             state, k_sum = _load_state(STATE, group * heads + h, d, BLOCK_D)
             part, part_sum = _state_grads(q_ptr, k_ptr, v_ptr, G + b * sg_b + h * sg_h, token0, begin, end, member_stride, s_l, sg_l,
                                           d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias,
-                                          offset, eps, state, k_sum, FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                                          offset, eps, state, k_sum, FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
         else:
             part, part_sum = _state(q_ptr, k_ptr, v_ptr, token0, begin, end, member_stride, s_l, d, shift_t, shift_h, shift_w,
                                     grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-                                    FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                                    FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
         _store_state(OUT, item * heads + h, d, part, part_sum, BLOCK_D)
 
 
@@ -310,7 +336,7 @@ def _forward_kernel(
     Q, K, V, W, Bias, U, UBias, SHIFT, STATE, O,
     s_b, s_l, s_h, so_b, so_l, so_h,
     total_groups, groups, length, group_stride, member_stride, chunks, chunk_len, d, offset, eps, grid_t, grid_h, grid_w,
-    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr, SPLIT: tl.constexpr,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFT_RUN: tl.constexpr, SPLIT: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """The outputs of each group's ``chunks`` chunks of queries; ``S, z`` from ``STATE`` with
@@ -320,7 +346,7 @@ def _forward_kernel(
     programs = tl.num_programs(0)
     wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
     uq, uk, uv, ubias = _gate_weights(U, UBias, d, TWO_GATES, BLOCK_D)
-    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
+    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFT_RUN, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     for item in range(pid, total_groups * chunks, programs):
         group, b, token0, begin, end = _work_item(item, chunks, chunk_len, length, groups, group_stride)
@@ -333,12 +359,12 @@ def _forward_kernel(
         else:
             state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, 0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
                                   grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-                                  FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                                  FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
         for start in range(begin, end, BLOCK_L):
             tokens, mask, _, _, _, _, _, q_feat, _, gamma_q, _ = _tile(
                 q_ptr, k_ptr, v_ptr, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w,
                 grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-                FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
             q_hat = gamma_q * q_feat
             numerator = _dot(q_hat, state, None, PRECISION)
             denominator = tl.maximum(tl.sum(q_hat * k_sum[None, :], axis=1), eps).to(tl.float32)
@@ -351,7 +377,7 @@ def _backward_kernel(
     Q, K, V, W, Bias, U, UBias, SHIFT, G, STATE, DSTATE, DQKV, DW, DB,
     s_b, s_l, s_h, sg_b, sg_l, sg_h, sd_b, sd_l, sd_part, sd_h,
     total_groups, groups, length, group_stride, member_stride, chunks, chunk_len, d, offset, eps, grid_t, grid_h, grid_w,
-    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFTED: tl.constexpr, SPLIT: tl.constexpr,
+    FEATURE: tl.constexpr, HAS_GATE: tl.constexpr, TWO_GATES: tl.constexpr, SHIFT_RUN: tl.constexpr, SPLIT: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """The gradients of each group's ``chunks`` chunks of tokens; ``S, z`` and ``dS, dz`` from
@@ -361,7 +387,7 @@ def _backward_kernel(
     programs = tl.num_programs(0)
     wq, wk, wv, bias = _gate_weights(W, Bias, d, HAS_GATE, BLOCK_D)
     uq, uk, uv, ubias = _gate_weights(U, UBias, d, TWO_GATES, BLOCK_D)
-    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFTED, BLOCK_D)
+    shift_t, shift_h, shift_w = _shift_table(SHIFT, h, d, SHIFT_RUN, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     d_wq = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)  # [in, out], as the weights are held
     d_wk = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
@@ -383,15 +409,15 @@ def _backward_kernel(
         else:
             state, k_sum = _state(q_ptr, k_ptr, v_ptr, token0, 0, length, member_stride, s_l, d, shift_t, shift_h, shift_w,
                                   grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-                                  FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                                  FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
             d_state, d_sum = _state_grads(q_ptr, k_ptr, v_ptr, g_ptr, token0, 0, length, member_stride, s_l, sg_l,
                                           d, shift_t, shift_h, shift_w, grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias,
-                                          offset, eps, state, k_sum, FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                                          offset, eps, state, k_sum, FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
         for start in range(begin, end, BLOCK_L):  # every token as query and key: dq, dk, dv, dW
             tokens, mask, q, k, v, fq, fk, q_feat, k_feat, gamma_q, gamma_k = _tile(
                 q_ptr, k_ptr, v_ptr, token0, start, end, member_stride, s_l, d, shift_t, shift_h, shift_w,
                 grid_t, grid_h, grid_w, wq, wk, wv, bias, uq, uk, uv, ubias, offset,
-                FEATURE, HAS_GATE, TWO_GATES, SHIFTED, BLOCK_L, BLOCK_D, PRECISION)
+                FEATURE, HAS_GATE, TWO_GATES, SHIFT_RUN, BLOCK_L, BLOCK_D, PRECISION)
             q_hat = gamma_q * q_feat
             k_hat = gamma_k * k_feat
             g = tl.load(g_ptr + tokens[:, None] * sg_l + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -450,22 +476,19 @@ def _backward_kernel(
 
 @triton.jit
 def _unshift_kernel(X, Y, SHIFT, sx_b, sx_l, sy_b, sy_l, length, channels, grid_t, grid_h, grid_w,
-                    BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
+                    SHIFT_RUN: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
     """``Y[b, x, c] = X[b, x - shift[c], c]`` (zero outside the grid) over ``[B, L, 3 * channels]``
     (Q, K, V; the Q channels are copied, K's and V's share the table)."""
     b = tl.program_id(0).to(tl.int64)
     offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = (offs_l < length)[:, None] & (offs_c < 3 * channels)[None, :]
-    table = SHIFT + (offs_c % channels) * 3
+    table = SHIFT + (offs_c % channels) // SHIFT_RUN * 3
     cols = (offs_c >= channels) & (offs_c < 3 * channels)
-    st = (offs_l // (grid_h * grid_w))[:, None] - tl.load(table, mask=cols, other=0)[None, :]
-    sh = ((offs_l // grid_w) % grid_h)[:, None] - tl.load(table + 1, mask=cols, other=0)[None, :]
-    sw = (offs_l % grid_w)[:, None] - tl.load(table + 2, mask=cols, other=0)[None, :]
-    inside = mask & (st >= 0) & (st < grid_t) & (sh >= 0) & (sh < grid_h) & (sw >= 0) & (sw < grid_w)
-    source = (st * grid_h + sh) * grid_w + sw
-    x = tl.load(X + b * sx_b + source * sx_l + offs_c[None, :], mask=inside, other=0.0)
-    tl.store(Y + b * sy_b + offs_l[:, None] * sy_l + offs_c[None, :], x, mask=mask)
+    negated = [-tl.load(table + axis, mask=cols, other=0) for axis in (0, 1, 2)]
+    source, inside = _shifted_source(offs_l, negated[0], negated[1], negated[2], grid_t, grid_h, grid_w)
+    x = tl.load(X + b * sx_b + _runs(source * sx_l + offs_c[None, :], SHIFT_RUN), mask=(offs_c < 3 * channels)[None, :], other=0.0)
+    tl.store(Y + b * sy_b + offs_l[:, None] * sy_l + offs_c[None, :], tl.where(inside & mask, x, 0.0), mask=mask)
 
 
 def _precision(dtype: torch.dtype, shared_tf32: bool = True) -> str:
@@ -481,26 +504,39 @@ def _precision(dtype: torch.dtype, shared_tf32: bool = True) -> str:
     return "bf16-rounded" if knobs.runtime.interpret else "bf16"
 
 
-def _config(d: int, length: int, dtype: torch.dtype, max_block: int, shared_tf32: bool = True) -> dict:
-    """Block sizes, warps and dot precision; ``max_block`` caps the token block. Compiled for
-    sm_90 at d = 64 with 8 warps (Triton 3.9, ptxas's resource usage): the forward kernel takes
-    178 registers and no spills with blocks of 32 tokens (245 with 64); the backward kernel,
-    which holds eight ``[d, d]`` float32 tiles besides its token blocks, takes 255 registers and
-    spills 32 bytes with blocks of 16 (408 with 32, 2.7 KB with 64). Float32 inputs (exact
-    products on the CUDA cores, not tf32) need more: the forward kernel spills 48 bytes with
-    blocks of 16 and 4.4 KB with 32. Separate query and key gates (three more ``[d, d]`` tiles,
-    and backward their gradients): forward 187 registers, no spills, 128 KB of shared memory; the
-    backward kernel would need 240 KB of shared memory with tf32 operands (the weights stay
-    resident there, in two layouts), more than the 227 KB a program may have, so it takes bf16
-    operands (``shared_tf32=False``: 134 KB, 255 registers, 68 bytes of spills). With bf16
-    operands throughout (``STEP_DOT_OPERANDS``): forward 128 registers, 44 KB; backward 243
-    registers, 86 KB, no spills."""
+def _config(d: int, length: int, dtype: torch.dtype, *, backward: bool, two_gates: bool) -> dict:
+    """Token block, warps, software-pipelining stages and dot precision of one launch.
+
+    With bf16 dot operands, one gate (or none) and d <= 64 (LVT base): blocks of 64 tokens
+    forward and 16 backward, 4 warps, one stage. Measured on the H200
+    (``benchmarks/linear_step_launch.py``, BENCHMARKS.md), against the earlier 8 warps, 3 stages
+    and blocks of 32 / 16: forward 1.9-2.4x at 96 frames and 1.3-1.5x at 16x448, backward and
+    forward 1.3-1.5x; ncu had put the earlier forward at one program (2 warps a scheduler) per
+    SM, stalled on its loads.
+
+    Otherwise (float32 inputs with exact products, tf32 operands, two gates): 8 warps, 3 stages,
+    blocks of 32 tokens forward (16 for float32) and 16 backward. Compiled for sm_90 at d = 64
+    (Triton 3.9, ptxas's resource usage), 8 warps: the tf32 forward takes 178 registers and no
+    spills with blocks of 32 (245 with 64); the tf32 backward, which holds eight ``[d, d]`` float32
+    tiles besides its token blocks, 255 registers and 32 bytes of spills with blocks of 16 (408
+    with 32); float32 inputs spill 48 bytes with forward blocks of 16. Separate query and key
+    gates (three more ``[d, d]`` tiles, and backward their gradients): forward 187 registers, 128
+    KB of shared memory; the backward would need 240 KB of shared memory with tf32 operands, more
+    than the 227 KB a program may have, so it always takes bf16 operands (134 KB, 255 registers,
+    68 bytes of spills)."""
+    precision = _precision(dtype, shared_tf32=not (backward and two_gates))
     block_d = max(MIN_BLOCK, triton.next_power_of_2(d))
+    if precision in ("bf16", "bf16-rounded") and not two_gates and block_d <= 64:
+        max_block, warps, stages = (16 if backward else 64), 4, 1
+    else:
+        max_block = 16 if backward or dtype == torch.float32 else 32
+        warps, stages = (8 if block_d >= 64 else 4), 3
     return dict(
         BLOCK_L=max(MIN_BLOCK, min(max_block, triton.next_power_of_2(max(length, 1)))),
         BLOCK_D=block_d,
-        PRECISION=_precision(dtype, shared_tf32),
-        num_warps=8 if block_d >= 64 else 4,
+        PRECISION=precision,
+        num_warps=warps,
+        num_stages=stages,
     )
 
 
@@ -551,9 +587,9 @@ class _LinearStep(torch.autograd.Function):
         if out.numel():
             total = batch * layout[0]
             chunks, chunk_len = _split(total, heads, layout[1], qkv.device)
-            config = _config(d, layout[1], qkv.dtype, max_block=16 if qkv.dtype == torch.float32 else 32)
+            config = _config(d, layout[1], qkv.dtype, backward=False, two_gates=key_weight is not None)
             args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
-                        **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift), **config)
+                        **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift, heads * d), **config)
             pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
             state = _key_pass(pointers, q, None, None, total, chunks, heads, args) if chunks > 1 else q
             _forward_kernel[(_programs(total * chunks, heads, qkv.device), heads)](
@@ -583,9 +619,9 @@ class _LinearStep(torch.autograd.Function):
         d_weight = alloc(parts, gates, d, 3 * d, dtype=torch.float32, device=qkv.device)
         d_bias = alloc(parts, gates, d, dtype=torch.float32, device=qkv.device)
         if d_qkv.numel():
-            config = _config(d, layout[1], qkv.dtype, max_block=16, shared_tf32=not two_gates)
+            config = _config(d, layout[1], qkv.dtype, backward=True, two_gates=two_gates)
             args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
-                        **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift), **config)
+                        **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift, heads * d), **config)
             pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
             state = d_state = q
             if chunks > 1:
@@ -608,9 +644,14 @@ class _LinearStep(torch.autograd.Function):
         return d_qkv, *grads, None, None, None, None, None, None
 
 
-def _flags(feature: str, weight, key_weight, shift) -> dict:
+def _flags(feature: str, weight, key_weight, shift, channels: int) -> dict:
     return dict(FEATURE=FEATURES.index(feature), HAS_GATE=weight is not None, TWO_GATES=key_weight is not None,
-                SHIFTED=shift is not None)
+                SHIFT_RUN=_shift_run(shift, channels))
+
+
+def _shift_run(shift: torch.Tensor | None, channels: int) -> int:
+    """Channels per row of the shift table ``[channels / run, 3]``; 0 without a shift."""
+    return 0 if shift is None else channels // shift.shape[0]
 
 
 def _key_pass(pointers, q, grad, state, total: int, chunks: int, heads: int, args: dict) -> torch.Tensor:
@@ -639,7 +680,7 @@ def _unshift(shifted: torch.Tensor, out: torch.Tensor, shift: torch.Tensor, grid
     launch = (batch, triton.cdiv(length, block_l), triton.cdiv(3 * heads * d, block_c))
     _unshift_kernel[launch](
         shifted, out, shift, shifted.stride(0), shifted.stride(1), out.stride(0), out.stride(1),
-        length, heads * d, *grid, BLOCK_L=block_l, BLOCK_C=block_c,
+        length, heads * d, *grid, SHIFT_RUN=_shift_run(shift, heads * d), BLOCK_L=block_l, BLOCK_C=block_c,
     )
 
 
@@ -659,8 +700,12 @@ def _check(qkv, weight, bias, key_weight, key_bias, feature, layout, grid, shift
     groups, size, _, _ = layout
     if groups * size != qkv.shape[1] or grid[0] * grid[1] * grid[2] != qkv.shape[1]:
         raise ValueError(f"{qkv.shape[1]} tokens are neither {groups} groups of {size} nor a {grid} grid")
-    if shift is not None and tuple(shift.shape) != (qkv.shape[3] * d, 3):
-        raise ValueError(f"the shift table must be [{qkv.shape[3] * d}, 3], got {tuple(shift.shape)}")
+    if shift is not None:
+        rows = shift.shape[0] if shift.dim() == 2 else 0
+        run = qkv.shape[3] * d // rows if rows else 0
+        if shift.dim() != 2 or shift.shape[1] != 3 or not run or rows * run != qkv.shape[3] * d or d % run or run & (run - 1):
+            raise ValueError(f"the shift table must be [{qkv.shape[3] * d} / run, 3] for a power of two run that divides "
+                             f"the head width {d} (a row per run of channels), got {tuple(shift.shape)}")
 
 
 def linear_step(
