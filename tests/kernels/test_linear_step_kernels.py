@@ -175,6 +175,15 @@ def test_run_length_table_keeps_each_run_of_channels_that_share_an_offset():
         assert torch.equal(runs.repeat_interleave(run, 0), table), (shifts, d)
 
 
+def test_the_shift_table_is_built_on_the_cpu_under_the_meta_device():
+    """FLOP counts and checkpoint matching build models on ``meta``, where a table's runs could
+    not be compared; the table is the same there as on the CPU."""
+    cpu = fused.run_length_table(fused.shift_table(SHIFTS["both"], 8 * 64), 64)
+    with torch.device("meta"):
+        table = fused.run_length_table(fused.shift_table(SHIFTS["both"], 8 * 64), 64)
+    assert table.device.type == "cpu" and torch.equal(table, cpu)
+
+
 @pytest.mark.parametrize("grouping, shifts", [("frame", "temporal"), ("tube", "spatial"), ("joint", "both")])
 def test_run_length_and_per_channel_tables_give_the_same_numbers(grouping, shifts):
     """The vector loads of runs read what the per-channel loads read, forward and backward."""

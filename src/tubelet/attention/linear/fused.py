@@ -49,14 +49,15 @@ def shift_table(shifts: tuple[ChannelShift, ...], channels: int) -> torch.Tensor
     """``[channels, 3]`` int32: the offset ``(dt, dh, dw)`` each channel of K and V is read from,
     the shifts composed (None without shifts). Shifts of different kinds move different axes,
     so their composition reads from the summed offset and is zero exactly where that leaves the
-    grid."""
+    grid. Built on the CPU whatever the default device (a model built on ``meta`` to count its
+    FLOPs still knows its shift's runs of channels); the module moves it with the model."""
     if not shifts:
         return None
-    table = torch.zeros(channels, 3, dtype=torch.int32)
+    table = torch.zeros(channels, 3, dtype=torch.int32, device="cpu")
     for shift in shifts:
         fold = shift.fold(channels)
         for group, offset in enumerate(shift.offsets):
-            table[group * fold : (group + 1) * fold] += torch.tensor(offset, dtype=torch.int32)
+            table[group * fold : (group + 1) * fold] += torch.tensor(offset, dtype=torch.int32, device="cpu")
     return table
 
 
