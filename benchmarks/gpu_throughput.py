@@ -36,6 +36,8 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   128x448): LVT torch, LVT triton, and softmax divided attention on the same 512-wide backbone
   (``attention=divided``), with the speed-up of each LVT backend over softmax;
 - ``table8-triton``: the same grid with the triton backend (the fused step) and softmax only;
+- ``table8-graph``: the 16-96 frame grid, triton LVT and softmax each replayed from a CUDA graph
+  (eager batch 1 waits on the host's launches; a graph times the GPU's work);
 - ``norm``: TimeSformer-B 8x224 and MViTv2-S 16x224 (beside torchvision) at batch 1 and 32 with each
   LayerNorm backend (``--norm-backend``);
 - ``layout``: TimeSformer-B divided 8x224 (inference at batch 1 and 32, training at 16) and ViViT-B
@@ -138,6 +140,10 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
             Variant("lvt triton", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), linear_backend="triton", **run)),
             Variant("softmax", BenchConfig(models=(LVT,), frames=(128,), sizes=(448,), overrides=SOFTMAX_ON_LVT, **run)),
         ], [("lvt triton", "softmax")]),
+        "table8-graph": ([  # the grid at batch 1 without the host's launch time (eager batch 1 waits on it)
+            Variant("lvt triton graph", BenchConfig(models=(LVT,), linear_backend="triton", cuda_graph=True, **table8)),
+            Variant("softmax graph", BenchConfig(models=(LVT,), overrides=SOFTMAX_ON_LVT, cuda_graph=True, **table8)),
+        ], [("lvt triton graph", "softmax graph")]),
         "norm": ([
             Variant("tubelet", BenchConfig(models=(TSF,), batches=(1, 32), **run)),
             Variant("tubelet norm triton", BenchConfig(models=(TSF,), batches=(1, 32), norm_backend="triton", **run)),

@@ -175,13 +175,16 @@ def test_run_length_table_keeps_each_run_of_channels_that_share_an_offset():
         assert torch.equal(runs.repeat_interleave(run, 0), table), (shifts, d)
 
 
-def test_the_shift_table_is_built_on_the_cpu_under_the_meta_device():
-    """FLOP counts and checkpoint matching build models on ``meta``, where a table's runs could
-    not be compared; the table is the same there as on the CPU."""
-    cpu = fused.run_length_table(fused.shift_table(SHIFTS["both"], 8 * 64), 64)
-    with torch.device("meta"):
-        table = fused.run_length_table(fused.shift_table(SHIFTS["both"], 8 * 64), 64)
-    assert table.device.type == "cpu" and torch.equal(table, cpu)
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_a_step_keeps_its_run_length_table_on_the_device_it_is_built_on(device):
+    """Models are built under ``torch.device(...)``: on ``meta`` to count FLOPs and match
+    checkpoints, on the GPU by the benchmarks (where a table left on the CPU is a copy each step,
+    and breaks CUDA graph capture). LVT base's frame step has runs of 64 channels, its tube step 32."""
+    with torch.device(device):
+        model = tubelet.create_model("lvt_base_p16_16x224", num_classes=10, depth=1)
+    steps = [m for m in model.modules() if isinstance(m, fused.LinearAttentionStep)]
+    assert [(step.grouping.name, step.shift_table.shape, step.shift_table.device.type) for step in steps] == [
+        ("frame", (512 // 64, 3), device), ("tube", (512 // 32, 3), device)]
 
 
 @pytest.mark.parametrize("grouping, shifts", [("frame", "temporal"), ("tube", "spatial"), ("joint", "both")])
@@ -403,6 +406,20 @@ def test_fused_step_variants_match_reference_on_gpu_at_real_sizes(dtype, toleran
     qkv, gate = step_inputs(13, 1, shape, 8, 64, gates, dtype=dtype, device="cuda")
     with STEP_DOT_OPERANDS.using(dot), STEP_KEY_SPLIT.using(split):
         check_against_reference(qkv, gate, tolerance, **options(grouping, shape, "relu", shifts, 8, 64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("backward", [False, True])
+def test_the_launch_configuration_traces_in_one_graph(dtype, backward):
+    """The host code that picks a launch is traced by ``torch.compile`` (the GPU test below
+    compiles the whole step); reading Triton's environment there broke the graph."""
+    from tubelet.kernels.linear_step import triton as step_kernels
+
+    def warps(x):
+        return x * step_kernels._config(64, 196, dtype, backward=backward, two_gates=False)["num_warps"]
+
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(warps, backend="eager", fullgraph=True)(torch.ones(2)), warps(torch.ones(2)))
 
 
 @pytest.mark.gpu

@@ -49,8 +49,8 @@ def shift_table(shifts: tuple[ChannelShift, ...], channels: int) -> torch.Tensor
     """``[channels, 3]`` int32: the offset ``(dt, dh, dw)`` each channel of K and V is read from,
     the shifts composed (None without shifts). Shifts of different kinds move different axes,
     so their composition reads from the summed offset and is zero exactly where that leaves the
-    grid. Built on the CPU whatever the default device (a model built on ``meta`` to count its
-    FLOPs still knows its shift's runs of channels); the module moves it with the model."""
+    grid. Built on the CPU whatever the default device, so that its runs of channels can be read
+    also while a model is built on ``meta`` (FLOP counts)."""
     if not shifts:
         return None
     table = torch.zeros(channels, 3, dtype=torch.int32, device="cpu")
@@ -103,8 +103,8 @@ class LinearAttentionStep(AttentionStep):
             and (not self.shifts or (not self.shift_after_fixation and len(set(kinds)) == len(kinds)))
         )
         table = shift_table(self.shifts, self.attn.num_heads * self.attn.head_dim) if self.fusable else None
-        if table is not None:
-            table = run_length_table(table, self.attn.head_dim)
+        if table is not None:  # on the device the step is built on (``torch.device(...)`` blocks too)
+            table = run_length_table(table, self.attn.head_dim).to(self.attn.qkv.weight.device)
         self.register_buffer("shift_table", table, persistent=False)
 
     def uses_fused_kernel(self, x: torch.Tensor, shape: VideoShape) -> bool:

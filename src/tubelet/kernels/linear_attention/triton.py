@@ -31,7 +31,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
+
+from tubelet.kernels.interpreter import INTERPRETED
 
 MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
 
@@ -150,7 +151,7 @@ def _config(m: int, e: int, length: int, dtype: torch.dtype) -> dict:
 
 
 def _check_device(*tensors: torch.Tensor) -> None:
-    if not all(t.is_cuda for t in tensors) and not knobs.runtime.interpret:
+    if not all(t.is_cuda for t in tensors) and not INTERPRETED:
         raise RuntimeError("the 'triton' linear attention backend needs CUDA tensors (on CPU, set TRITON_INTERPRET=1 before tubelet imports it)")
 
 

@@ -53,8 +53,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
 
+from tubelet.kernels.interpreter import INTERPRETED
 from tubelet.kernels.linear_step import FEATURES, STEP_DOT_OPERANDS, STEP_KEY_SPLIT
 
 MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
@@ -501,7 +501,7 @@ def _precision(dtype: torch.dtype, shared_tf32: bool = True) -> str:
         return "tf32"
     # Triton 3.9's interpreter multiplies bfloat16 dot operands wrongly (relative errors ~1e9);
     # bf16 x bf16 products are exact in float32, so rounding first gives the same numbers.
-    return "bf16-rounded" if knobs.runtime.interpret else "bf16"
+    return "bf16-rounded" if INTERPRETED else "bf16"
 
 
 def _config(d: int, length: int, dtype: torch.dtype, *, backward: bool, two_gates: bool) -> dict:
@@ -685,7 +685,7 @@ def _unshift(shifted: torch.Tensor, out: torch.Tensor, shift: torch.Tensor, grid
 
 
 def _check(qkv, weight, bias, key_weight, key_bias, feature, layout, grid, shift) -> None:
-    if not qkv.is_cuda and not knobs.runtime.interpret:
+    if not qkv.is_cuda and not INTERPRETED:
         raise RuntimeError("the fused linear attention step needs CUDA tensors (on CPU, set TRITON_INTERPRET=1 before tubelet imports it)")
     if qkv.dim() != 5 or qkv.shape[2] != 3:
         raise ValueError(f"the fused linear attention step needs qkv [B, L, 3, heads, d], got {tuple(qkv.shape)}")
