@@ -275,7 +275,7 @@ for two_gates in (False, True) if not SPLIT else (True,):
         print(f"{fn.fn.__name__}/{constants}/{two_gates}".replace(" ", ""), compiled.metadata.shared, len(compiled.asm["cubin"]), scalar_loads)
 if not SPLIT:
     compiled = compile_for_sm90(kernels._unshift_kernel, dict(SHIFT_RUN=32, BLOCK_L=16, BLOCK_C=256), dict(num_warps=4))
-    print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]), 0)  # its loads stay scalar (NOTES.md)
+    print("_unshift_kernel", compiled.metadata.shared, len(compiled.asm["cubin"]), compiled.asm["ptx"].count("ld.global.b16"))
 """
 
 
@@ -286,7 +286,8 @@ def test_kernels_compile_for_an_h200_without_one(tmp_path, operands, split):
     each fits the 227 KB of shared memory an H100/H200 program may use, with one fixation gate
     and with two, with each choice of dot operands, and the split key pass's kernels; and that
     with the shift in runs of 32 channels (LVT base's spatial shift) every 16-bit load of tokens is
-    a vector load (each thread 8 channels at once), none element by element."""
+    a vector load (each thread 8 channels at once), none element by element, the backward's
+    unshift of dK and dV too."""
     import os
     import subprocess
     import sys

@@ -478,17 +478,22 @@ def _backward_kernel(
 def _unshift_kernel(X, Y, SHIFT, sx_b, sx_l, sy_b, sy_l, length, channels, grid_t, grid_h, grid_w,
                     SHIFT_RUN: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
     """``Y[b, x, c] = X[b, x - shift[c], c]`` (zero outside the grid) over ``[B, L, 3 * channels]``
-    (Q, K, V; the Q channels are copied, K's and V's share the table)."""
+    (Q, K, V; the Q channels are copied, K's and V's share the table). A program moves
+    ``[BLOCK_L, BLOCK_C / SHIFT_RUN, SHIFT_RUN]``: tokens, runs, the channels of a run, whose
+    last axis is contiguous in both tensors, so that each run moves as vectors."""
+    RUNS: tl.constexpr = BLOCK_C // SHIFT_RUN
     b = tl.program_id(0).to(tl.int64)
     offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
-    offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = (offs_l < length)[:, None] & (offs_c < 3 * channels)[None, :]
-    table = SHIFT + (offs_c % channels) // SHIFT_RUN * 3
-    cols = (offs_c >= channels) & (offs_c < 3 * channels)
-    negated = [-tl.load(table + axis, mask=cols, other=0) for axis in (0, 1, 2)]
+    runs = tl.program_id(2) * RUNS + tl.arange(0, RUNS)  # runs of Q, then K, then V
+    part = channels // SHIFT_RUN  # runs in each of Q, K, V
+    real = runs < 3 * part
+    table = SHIFT + (runs % part) * 3
+    negated = [-tl.load(table + axis, mask=(runs >= part) & real, other=0) for axis in (0, 1, 2)]
     source, inside = _shifted_source(offs_l, negated[0], negated[1], negated[2], grid_t, grid_h, grid_w)
-    x = tl.load(X + b * sx_b + _runs(source * sx_l + offs_c[None, :], SHIFT_RUN), mask=(offs_c < 3 * channels)[None, :], other=0.0)
-    tl.store(Y + b * sy_b + offs_l[:, None] * sy_l + offs_c[None, :], tl.where(inside & mask, x, 0.0), mask=mask)
+    offs_c = (runs * SHIFT_RUN)[:, None] + tl.arange(0, SHIFT_RUN)[None, :]  # [RUNS, SHIFT_RUN]
+    x = tl.load(X + b * sx_b + source[:, :, None] * sx_l + offs_c[None, :, :], mask=real[None, :, None], other=0.0)
+    mask = (offs_l < length)[:, None, None] & real[None, :, None]
+    tl.store(Y + b * sy_b + offs_l[:, None, None] * sy_l + offs_c[None, :, :], tl.where(inside[:, :, None] & mask, x, 0.0), mask=mask)
 
 
 def _precision(dtype: torch.dtype, shared_tf32: bool = True) -> str:
