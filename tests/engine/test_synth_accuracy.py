@@ -29,8 +29,9 @@ def two_threads():
 @pytest.mark.slow
 def test_divided_attention_learns_the_order_of_frames(tmp_path, two_threads):
     """The demo's recipe on the demo's data: a small divided-attention model (3 blocks, 2x4x4 tubelets),
-    30 epochs, about 370 CPU-seconds. Deterministic on one machine, but not across machines: the
-    float results of the CPU kernels differ, and 1,350 steps carry the difference to the end.
+    30 epochs, about 370 CPU-seconds. Deterministic on one machine, not the same across machines
+    (the cause not isolated: not tubelet's code, not numpy's version; most likely the CPU kernels'
+    rounding, which 1,350 steps carry to the end).
     Measured, final epoch, 1x1 view, 120 validation videos: 92.5% top-1 and 92.5% on the order-only
     classes (2026-12-01, 1 thread); 85.0% and 78.75% on a 2-core AMD EPYC (2026-12-02, 2 threads,
     the same in four runs over three commits), where one pair, the rotation senses, stayed near chance.
