@@ -18,6 +18,7 @@ from tubelet.attention.linear import functional, fused  # noqa: E402
 from tubelet.attention.shift import ChannelShift  # noqa: E402
 from tubelet.convert.lvt import official_arguments  # noqa: E402
 from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT, triton_linear_step  # noqa: E402
+from tubelet.kernels.linear_step import triton as step_kernels  # noqa: E402
 from tubelet.kernels.linear_step.reference import gather_shift, linear_step_reference  # noqa: E402
 from tubelet.layers.shape import VideoShape  # noqa: E402
 
@@ -414,7 +415,6 @@ def test_fused_step_variants_match_reference_on_gpu_at_real_sizes(dtype, toleran
 def test_the_launch_configuration_traces_in_one_graph(dtype, backward):
     """The host code that picks a launch is traced by ``torch.compile`` (the GPU test below
     compiles the whole step); reading Triton's environment there broke the graph."""
-    from tubelet.kernels.linear_step import triton as step_kernels
 
     def warps(x):
         return x * step_kernels._config(64, 196, dtype, backward=backward, two_gates=False)["num_warps"]
