@@ -38,6 +38,8 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
 - ``table8-triton``: the same grid with the triton backend (the fused step) and softmax only;
 - ``table8-graph``: the 16-96 frame grid, triton LVT and softmax each replayed from a CUDA graph
   (eager batch 1 waits on the host's launches; a graph times the GPU's work);
+- ``table8-compiled``: the grid's corners (16x224, 96x448), triton LVT and softmax each under
+  ``torch.compile`` (one compilation a cell: run it in a call of its own);
 - ``norm``: TimeSformer-B 8x224 and MViTv2-S 16x224 (beside torchvision) at batch 1 and 32 with each
   LayerNorm backend (``--norm-backend``);
 - ``layout``: TimeSformer-B divided 8x224 (inference at batch 1 and 32, training at 16) and ViViT-B
@@ -144,6 +146,11 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
             Variant("lvt triton graph", BenchConfig(models=(LVT,), linear_backend="triton", cuda_graph=True, **table8)),
             Variant("softmax graph", BenchConfig(models=(LVT,), overrides=SOFTMAX_ON_LVT, cuda_graph=True, **table8)),
         ], [("lvt triton graph", "softmax graph")]),
+        "table8-compiled": ([  # the grid's corners under torch.compile (the fused step inside the graph)
+            Variant(label, BenchConfig(models=(LVT,), frames=(frames,), sizes=(size,), compile="default", **options, **run))
+            for frames, size in ((16, 224), (96, 448))
+            for label, options in (("lvt triton compiled", dict(linear_backend="triton")), ("softmax compiled", dict(overrides=SOFTMAX_ON_LVT)))
+        ], [("lvt triton compiled", "softmax compiled")]),
         "norm": ([
             Variant("tubelet", BenchConfig(models=(TSF,), batches=(1, 32), **run)),
             Variant("tubelet norm triton", BenchConfig(models=(TSF,), batches=(1, 32), norm_backend="triton", **run)),

@@ -252,7 +252,7 @@ def compile_for_sm90(fn, constants, launch):
         if name == "SHIFT":
             return "*i32"
         if name in ("offset", "eps"):
-            return "fp32"
+            return "fp64"  # as torch.compile's inductor passes Python floats to a user's Triton kernel
         return "*bf16" if name[0].isupper() else "i32"
     signature = {name: "constexpr" if name in constants else kind(name) for name in names}
     # As Triton's launcher specialises them at LVT base's sizes: pointers, strides, d and channels divisible by 16
@@ -423,25 +423,41 @@ def test_the_launch_configuration_traces_in_one_graph(dtype, backward):
     assert torch.equal(torch.compile(warps, backend="eager", fullgraph=True)(torch.ones(2)), warps(torch.ones(2)))
 
 
+def check_compiled_step(shape: VideoShape, heads: int, d: int, device: str, backend: str) -> None:
+    """``torch.compile(fullgraph=True)`` (which fails on any graph break around the kernels) of a
+    frame step with the temporal shift and one gate gives eager's outputs and gradients and leaves
+    its input unwritten."""
+    qkv, gate = step_inputs(11, 1, shape, heads, d, 1, dtype=torch.bfloat16, device=device)
+    weight, bias = gate["weight"], gate["bias"]
+    opts = options("frame", shape, "relu", "temporal", heads, d)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, b, c: triton_linear_step(a, b, c, **opts), fullgraph=True, backend=backend)
+    version = qkv._version
+    out = compiled(qkv, weight, bias)
+    eager = triton_linear_step(qkv, weight, bias, **opts)
+    assert relative_error(out, eager) < 1e-3
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (qkv, weight, bias), grad), torch.autograd.grad(eager, (qkv, weight, bias), grad)):
+        assert relative_error(a, b) < 1e-3
+    assert qkv._version == version, "the compiled step wrote into its input"
+
+
+@pytest.mark.parametrize("split", STEP_KEY_SPLIT.names)
+def test_fused_step_compiles_in_one_graph_through_the_interpreter(split):
+    """The step is a custom operator that torch.compile calls without tracing its kernels (the
+    interpreter's kernels too); inductor once wrote into qkv through them, and its gradients were
+    wrong. ``aot_eager`` builds the same forward and backward graphs as inductor."""
+    with STEP_KEY_SPLIT.using(split):
+        check_compiled_step(VideoShape(4, 3, 5), 2, 16, DEVICE, "aot_eager")
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: torch.compile does not trace the interpreter")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: inductor compiles the graph around the kernels for it")
 @pytest.mark.parametrize("split", STEP_KEY_SPLIT.names)
 def test_fused_step_compiles_in_one_graph_forward_and_backward(split):
-    """``torch.compile(fullgraph=True)`` fails on any graph break around the kernels (with the
-    split key pass: its extra kernels and sums too; batch 1, so the frame step splits)."""
-    shape = VideoShape(16, 14, 14)
-    qkv, gate = step_inputs(11, 1, shape, 8, 64, 1, dtype=torch.bfloat16, device="cuda")
-    weight, bias = gate["weight"], gate["bias"]
-    opts = options("frame", shape, "relu", "temporal", 8, 64)
+    """As above under inductor at LVT base's sizes (batch 1, so the frame step splits with ``auto``)."""
     with STEP_KEY_SPLIT.using(split):
-        torch._dynamo.reset()
-        compiled = torch.compile(lambda a, b, c: triton_linear_step(a, b, c, **opts), fullgraph=True)
-        out = compiled(qkv, weight, bias)
-        eager = triton_linear_step(qkv, weight, bias, **opts)
-        assert relative_error(out, eager) < 1e-3
-        grad = torch.randn_like(out)
-        for a, b in zip(torch.autograd.grad(out, (qkv, weight, bias), grad), torch.autograd.grad(eager, (qkv, weight, bias), grad)):
-            assert relative_error(a, b) < 1e-3
+        check_compiled_step(VideoShape(16, 14, 14), 8, 64, "cuda", "inductor")
 
 
 @pytest.mark.gpu

@@ -79,8 +79,10 @@ def _dot(a, b, acc, PRECISION: tl.constexpr):
 
 @triton.jit
 def _rho(x, offset, FEATURE: tl.constexpr):
+    """The feature map ``rho(x)`` in float32 for float32 ``x`` (``offset`` may come as float64:
+    torch.compile's inductor passes Python floats so, and the key sums must keep their type)."""
     if FEATURE == 0:
-        f = tl.maximum(x, 0.0) + offset
+        f = tl.maximum(x, 0.0) + tl.cast(offset, tl.float32)
     elif FEATURE == 1:
         f = tl.where(x > 0, x + 1.0, tl.exp(tl.minimum(x, 0.0)))
     else:
@@ -581,72 +583,109 @@ def _sizes(qkv: torch.Tensor, layout: tuple[int, int, int, int], grid: tuple[int
     )
 
 
-class _LinearStep(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, qkv, weight, bias, key_weight, key_bias, shift, feature, offset, eps, layout, grid):
-        batch, length, _, heads, d = qkv.shape
-        q, k, v = qkv.unbind(2)  # [B, L, heads, d] views
-        out = torch.empty(batch, length, heads, d, dtype=qkv.dtype, device=qkv.device)
-        ctx.save_for_backward(qkv, weight, bias, key_weight, key_bias, shift)
-        ctx.options = (feature, offset, eps, layout, grid)
-        if out.numel():
-            total = batch * layout[0]
-            chunks, chunk_len = _split(total, heads, layout[1], qkv.device)
-            config = _config(d, layout[1], qkv.dtype, backward=False, two_gates=key_weight is not None)
-            args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
-                        **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift, heads * d), **config)
-            pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
-            state = _key_pass(pointers, q, None, None, total, chunks, heads, args) if chunks > 1 else q
-            _forward_kernel[(_programs(total * chunks, heads, qkv.device), heads)](
-                *pointers, state, out, q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-                SPLIT=chunks > 1, **args,
-            )
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        qkv, weight, bias, key_weight, key_bias, shift = ctx.saved_tensors
-        feature, offset, eps, layout, grid = ctx.options
-        batch, length, _, heads, d = qkv.shape
-        grad = grad if grad.stride(-1) == 1 else grad.contiguous()
-        q, k, v = qkv.unbind(2)
-        # The kernel writes dq and the gradients of the shifted K and V, which the shift's adjoint
-        # then moves back (one output tensor per kernel: no aliased outputs under torch.compile).
-        d_qkv = torch.empty(batch, length, 3, heads, d, dtype=qkv.dtype, device=qkv.device)
-        d_shifted = d_qkv if shift is None else torch.empty_like(d_qkv)
+# The forward and the backward are custom operators, opaque to torch.compile: it calls them, it
+# does not trace into them (tracing a user's Triton kernels, it takes arguments that alias one
+# tensor, as q, k and v do, for tensors the kernels write, and so wrote into qkv and gave wrong
+# gradients under ``torch.compile``).
+@torch.library.custom_op("tubelet::linear_step", mutates_args=())
+def _step(
+    qkv: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, key_weight: torch.Tensor | None,
+    key_bias: torch.Tensor | None, shift: torch.Tensor | None, feature: str, offset: float, eps: float,
+    layout: list[int], grid: list[int],
+) -> torch.Tensor:
+    """The attention output ``[B, L, heads, d]`` of ``qkv [B, L, 3, heads, d]``."""
+    batch, length, _, heads, d = qkv.shape
+    q, k, v = qkv.unbind(2)  # [B, L, heads, d] views
+    out = torch.empty(batch, length, heads, d, dtype=qkv.dtype, device=qkv.device)
+    if out.numel():
         total = batch * layout[0]
         chunks, chunk_len = _split(total, heads, layout[1], qkv.device)
-        programs = _programs(total * chunks, heads, qkv.device)
-        has_gate, two_gates = weight is not None, key_weight is not None
-        gates = 2 if two_gates else 1
-        parts = programs * heads if has_gate else 1
-        alloc = torch.empty if d_qkv.numel() else torch.zeros  # no tokens: no kernel, zero gradients
-        d_weight = alloc(parts, gates, d, 3 * d, dtype=torch.float32, device=qkv.device)
-        d_bias = alloc(parts, gates, d, dtype=torch.float32, device=qkv.device)
-        if d_qkv.numel():
-            config = _config(d, layout[1], qkv.dtype, backward=True, two_gates=two_gates)
-            args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
-                        **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift, heads * d), **config)
-            pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
-            state = d_state = q
-            if chunks > 1:
-                state = _key_pass(pointers, q, None, None, total, chunks, heads, args)
-                d_state = _key_pass(pointers, q, grad, state, total, chunks, heads, args)
-            _backward_kernel[(programs, heads)](
-                *pointers, grad, state, d_state, d_shifted, d_weight, d_bias,
-                q.stride(0), q.stride(1), q.stride(2), grad.stride(0), grad.stride(1), grad.stride(2), *d_shifted.stride()[:4],
-                SPLIT=chunks > 1, **args,
-            )
-            if shift is not None:
-                _unshift(d_shifted, d_qkv, shift, grid)
-        if has_gate and any(ctx.needs_input_grad[1:5]):
-            d_weight, d_bias = d_weight.sum(0), d_bias.sum(0)  # [gates, d, 3d], [gates, d]
-        gate_parts = ((weight, d_weight, 0), (bias, d_bias, 0), (key_weight, d_weight, 1), (key_bias, d_bias, 1))
-        grads = [
-            d_part[i].to(t.dtype) if t is not None and ctx.needs_input_grad[n] else None
-            for n, (t, d_part, i) in enumerate(gate_parts, 1)
-        ]
-        return d_qkv, *grads, None, None, None, None, None, None
+        config = _config(d, layout[1], qkv.dtype, backward=False, two_gates=key_weight is not None)
+        args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
+                    **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift, heads * d), **config)
+        pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
+        state = _key_pass(pointers, q, None, None, total, chunks, heads, args) if chunks > 1 else q
+        _forward_kernel[(_programs(total * chunks, heads, qkv.device), heads)](
+            *pointers, state, out, q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            SPLIT=chunks > 1, **args,
+        )
+    return out
+
+
+@_step.register_fake
+def _step_shape(qkv, weight, bias, key_weight, key_bias, shift, feature, offset, eps, layout, grid):
+    batch, length, _, heads, d = qkv.shape
+    return qkv.new_empty(batch, length, heads, d)
+
+
+@torch.library.custom_op("tubelet::linear_step_backward", mutates_args=())
+def _step_backward(
+    grad: torch.Tensor, qkv: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    key_weight: torch.Tensor | None, key_bias: torch.Tensor | None, shift: torch.Tensor | None, feature: str,
+    offset: float, eps: float, layout: list[int], grid: list[int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``d_qkv`` like ``qkv``, and the gates' gradients ``[gates, d, 3d]`` and ``[gates, d]``
+    float32 (gates: 0, 1, or 2 with a key gate)."""
+    batch, length, _, heads, d = qkv.shape
+    grad = grad if grad.stride(-1) == 1 else grad.contiguous()
+    q, k, v = qkv.unbind(2)
+    # The kernel writes dq and the gradients of the shifted K and V, which the shift's adjoint
+    # then moves back (one output tensor per kernel).
+    d_qkv = torch.empty(batch, length, 3, heads, d, dtype=qkv.dtype, device=qkv.device)
+    d_shifted = d_qkv if shift is None else torch.empty_like(d_qkv)
+    total = batch * layout[0]
+    chunks, chunk_len = _split(total, heads, layout[1], qkv.device)
+    programs = _programs(total * chunks, heads, qkv.device)
+    gates = _gates(weight, key_weight)
+    parts = programs * heads if gates else 1
+    alloc = torch.empty if d_qkv.numel() else torch.zeros  # no tokens: no kernel, zero gradients
+    d_weight = alloc(parts, gates, d, 3 * d, dtype=torch.float32, device=qkv.device)
+    d_bias = alloc(parts, gates, d, dtype=torch.float32, device=qkv.device)
+    if d_qkv.numel():
+        config = _config(d, layout[1], qkv.dtype, backward=True, two_gates=gates == 2)
+        args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
+                    **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift, heads * d), **config)
+        pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
+        state = d_state = q
+        if chunks > 1:
+            state = _key_pass(pointers, q, None, None, total, chunks, heads, args)
+            d_state = _key_pass(pointers, q, grad, state, total, chunks, heads, args)
+        _backward_kernel[(programs, heads)](
+            *pointers, grad, state, d_state, d_shifted, d_weight, d_bias,
+            q.stride(0), q.stride(1), q.stride(2), grad.stride(0), grad.stride(1), grad.stride(2), *d_shifted.stride()[:4],
+            SPLIT=chunks > 1, **args,
+        )
+        if shift is not None:
+            _unshift(d_shifted, d_qkv, shift, grid)
+    return d_qkv, d_weight.sum(0), d_bias.sum(0)
+
+
+@_step_backward.register_fake
+def _step_backward_shapes(grad, qkv, weight, bias, key_weight, key_bias, shift, feature, offset, eps, layout, grid):
+    d, gates = qkv.shape[-1], _gates(weight, key_weight)
+    return torch.empty_like(qkv), qkv.new_empty(gates, d, 3 * d, dtype=torch.float32), qkv.new_empty(gates, d, dtype=torch.float32)
+
+
+def _gates(weight: torch.Tensor | None, key_weight: torch.Tensor | None) -> int:
+    """Fixation gates: none, one shared by Q and K, or the query's and the key's."""
+    return 0 if weight is None else 2 if key_weight is not None else 1
+
+
+def _keep_for_backward(ctx, inputs, output) -> None:
+    qkv, weight, bias, key_weight, key_bias, shift, *options = inputs
+    ctx.save_for_backward(qkv, weight, bias, key_weight, key_bias, shift)
+    ctx.options = options
+
+
+def _backward(ctx, grad):
+    saved = ctx.saved_tensors
+    d_qkv, d_weight, d_bias = _step_backward(grad, *saved, *ctx.options)
+    gate_parts = zip(saved[1:5], (d_weight, d_bias, d_weight, d_bias), (0, 0, 1, 1))
+    gate_grads = [part[i].to(t.dtype) if t is not None else None for t, part, i in gate_parts]
+    return d_qkv, *gate_grads, None, None, None, None, None, None
+
+
+_step.register_autograd(_backward, setup_context=_keep_for_backward)
 
 
 def _flags(feature: str, weight, key_weight, shift, channels: int) -> dict:
@@ -740,4 +779,4 @@ def linear_step(
         qkv = qkv.contiguous()
     if shift is not None:
         shift = shift.to(device=qkv.device, dtype=torch.int32).contiguous()
-    return _LinearStep.apply(qkv, weight, bias, key_weight, key_bias, shift, feature, float(offset), float(eps), tuple(layout), tuple(grid))
+    return _step(qkv, weight, bias, key_weight, key_bias, shift, feature, float(offset), float(eps), list(layout), list(grid))
