@@ -663,7 +663,7 @@ def _step_backward(
 @_step_backward.register_fake
 def _step_backward_shapes(grad, qkv, weight, bias, key_weight, key_bias, shift, feature, offset, eps, layout, grid):
     d, gates = qkv.shape[-1], _gates(weight, key_weight)
-    return torch.empty_like(qkv), qkv.new_empty(gates, d, 3 * d, dtype=torch.float32), qkv.new_empty(gates, d, dtype=torch.float32)
+    return qkv.new_empty(qkv.shape), qkv.new_empty(gates, d, 3 * d, dtype=torch.float32), qkv.new_empty(gates, d, dtype=torch.float32)
 
 
 def _gates(weight: torch.Tensor | None, key_weight: torch.Tensor | None) -> int:
