@@ -76,6 +76,8 @@ def options(grouping: str, shape: VideoShape, feature: str, shifts: str, heads: 
     table = fused.shift_table(SHIFTS[shifts], heads * d)
     if table is not None and runs:
         table = fused.run_length_table(table, d)
+    if table is not None:
+        table = table.to(DEVICE)
     return dict(
         feature=feature, offset=d**-0.5 if feature == "relu" else 0.0, eps=EPS,
         layout=fused.group_layout(grouping, shape), grid=tuple(shape), shift=table,
@@ -232,6 +234,8 @@ def test_bad_inputs_are_refused():
     for rows in (3, 1, 32):  # runs of 16/3 channels, runs across heads (16 > d), more rows than channels
         with pytest.raises(ValueError, match=r"shift table must be \[16 / run, 3\] for a power of two run that divides the head width 8"):
             triton_linear_step(qkv, weight, bias, **{**good, "shift": torch.zeros(rows, 3, dtype=torch.int32)})
+    with pytest.raises(ValueError, match=f"the shift table is on meta and qkv on {qkv.device}"):
+        triton_linear_step(qkv, weight, bias, **{**good, "shift": torch.zeros(2, 3, dtype=torch.int32, device="meta")})
 
 
 COMPILE_FOR_SM90 = """

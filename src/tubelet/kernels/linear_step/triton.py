@@ -750,6 +750,9 @@ def _check(qkv, weight, bias, key_weight, key_bias, feature, layout, grid, shift
         if shift.dim() != 2 or shift.shape[1] != 3 or not run or rows * run != qkv.shape[3] * d or d % run or run & (run - 1):
             raise ValueError(f"the shift table must be [{qkv.shape[3] * d} / run, 3] for a power of two run that divides "
                              f"the head width {d} (a row per run of channels), got {tuple(shift.shape)}")
+        if shift.device != qkv.device:
+            raise ValueError(f"the shift table is on {shift.device} and qkv on {qkv.device}: build the table on qkv's device "
+                             f"(a copy in every call would cost a transfer and break CUDA graph capture)")
 
 
 def linear_step(
@@ -778,5 +781,5 @@ def linear_step(
     if qkv.stride(-1) != 1 or qkv.stride(-2) != qkv.shape[-1]:
         qkv = qkv.contiguous()
     if shift is not None:
-        shift = shift.to(device=qkv.device, dtype=torch.int32).contiguous()
+        shift = shift.to(torch.int32).contiguous()
     return _step(qkv, weight, bias, key_weight, key_bias, shift, feature, float(offset), float(eps), list(layout), list(grid))
