@@ -449,8 +449,8 @@ def check_compiled_step(shape: VideoShape, heads: int, d: int, device: str, back
 @pytest.mark.parametrize("split", STEP_KEY_SPLIT.names)
 def test_fused_step_compiles_in_one_graph_through_the_interpreter(split):
     """The step is a custom operator that torch.compile calls without tracing its kernels (the
-    interpreter's kernels too); inductor once wrote into qkv through them, and its gradients were
-    wrong. ``aot_eager`` builds the same forward and backward graphs as inductor."""
+    interpreter's kernels too); tracing them, torch.compile once wrote into qkv and its gradients
+    were wrong. ``aot_eager`` builds the same forward and backward graphs as inductor."""
     with STEP_KEY_SPLIT.using(split):
         check_compiled_step(VideoShape(4, 3, 5), 2, 16, DEVICE, "aot_eager")
 

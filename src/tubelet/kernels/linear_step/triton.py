@@ -584,9 +584,8 @@ def _sizes(qkv: torch.Tensor, layout: tuple[int, int, int, int], grid: tuple[int
 
 
 # The forward and the backward are custom operators, opaque to torch.compile: it calls them, it
-# does not trace into them (tracing a user's Triton kernels, it takes arguments that alias one
-# tensor, as q, k and v do, for tensors the kernels write, and so wrote into qkv and gave wrong
-# gradients under ``torch.compile``).
+# does not trace into them. Traced, the kernels (whose arguments are views of one qkv tensor, and
+# placeholders that alias it) had the compiled backward write into qkv and give wrong gradients.
 @torch.library.custom_op("tubelet::linear_step", mutates_args=())
 def _step(
     qkv: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, key_weight: torch.Tensor | None,
