@@ -455,6 +455,29 @@ def test_fused_step_compiles_in_one_graph_through_the_interpreter(split):
         check_compiled_step(VideoShape(4, 3, 5), 2, 16, DEVICE, "aot_eager")
 
 
+def test_lvt_with_the_fused_steps_compiles_in_one_graph():
+    """The tiny LVT on the triton backend (both steps fused) under ``torch.compile(fullgraph=True)``
+    with ``aot_eager``, which traces forward and backward with the operators' shape functions:
+    eager's logits and every parameter's gradient."""
+    torch.manual_seed(0)
+    model = tubelet.create_model("lvt_tiny_p8_8x32", num_classes=5, depth=1, num_frames=2, img_size=16).to(DEVICE)
+    video = torch.randn(2, 3, 2, 16, 16, device=DEVICE)
+    functional.set_backend("triton")
+    try:
+        torch._dynamo.reset()
+        results = []
+        for run in (torch.compile(model, fullgraph=True, backend="aot_eager"), model):
+            model.zero_grad()
+            logits = run(video)
+            logits.square().sum().backward()
+            results.append([logits.detach()] + [p.grad.clone() for p in model.parameters()])
+    finally:
+        functional.set_backend("torch")
+    names = ["logits"] + [name for name, _ in model.named_parameters()]
+    for name, compiled, eager in zip(names, *results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6, msg=name)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: inductor compiles the graph around the kernels for it")
 @pytest.mark.parametrize("split", STEP_KEY_SPLIT.names)
