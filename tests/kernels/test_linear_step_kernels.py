@@ -256,7 +256,7 @@ def compile_for_sm90(fn, constants, launch):
         if name == "SHIFT":
             return "*i32"
         if name in ("offset", "eps"):
-            return "fp64"  # as torch.compile's inductor passes Python floats to a user's Triton kernel
+            return "fp64"  # as inductor types Python floats in kernels it compiles (the stricter case)
         return "*bf16" if name[0].isupper() else "i32"
     signature = {name: "constexpr" if name in constants else kind(name) for name in names}
     # As Triton's launcher specialises them at LVT base's sizes: pointers, strides, d and channels divisible by 16

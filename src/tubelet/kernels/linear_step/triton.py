@@ -79,8 +79,9 @@ def _dot(a, b, acc, PRECISION: tl.constexpr):
 
 @triton.jit
 def _rho(x, offset, FEATURE: tl.constexpr):
-    """The feature map ``rho(x)`` in float32 for float32 ``x`` (``offset`` may come as float64:
-    torch.compile's inductor passes Python floats so, and the key sums must keep their type)."""
+    """The feature map ``rho(x)`` in float32 for float32 ``x``, also where ``offset`` comes as
+    float64 (as inductor passes Python floats to kernels it compiles itself; the custom operators
+    below keep it from tracing these, but a float64 offset must not change the key sums' type)."""
     if FEATURE == 0:
         f = tl.maximum(x, 0.0) + tl.cast(offset, tl.float32)
     elif FEATURE == 1:
