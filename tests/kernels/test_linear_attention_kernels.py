@@ -99,26 +99,74 @@ def test_unequal_leading_dimensions_are_refused():
         triton_linear_attention(q, k[:1], v[:1], EPS)
 
 
-def test_backend_switch_runs_the_kernel_inside_a_linear_attention_model():
-    """``set_backend("triton")``, the way a model reaches the kernel: the tiny LVT's logits and
-    gradients equal those of the PyTorch backend."""
+def tiny_cosformer():
+    """The tiny LVT with cosFormer features, a configuration the fused step does not cover: on the
+    ``triton`` backend its steps reach the Eq. 3 kernel."""
     import tubelet
 
     torch.manual_seed(0)
-    model = tubelet.create_model("lvt_tiny_p8_8x32", num_classes=5, depth=1, num_frames=2, img_size=16).to(DEVICE)
-    video = torch.randn(2, 3, 2, 16, 16, device=DEVICE)
-    results = {}
-    for backend in ("torch", "triton"):
-        functional.set_backend(backend)
-        try:
-            model.zero_grad()
-            logits = model(video)
-            logits.square().sum().backward()
-            results[backend] = (logits.detach(), model.head.weight.grad.clone(), model.patch_embed.proj.weight.grad.clone())
-        finally:
-            functional.set_backend("torch")
-    for a, b in zip(results["triton"], results["torch"]):
+    model = tubelet.create_model("lvt_tiny_p8_8x32", num_classes=5, depth=1, num_frames=2, img_size=16,
+                                 attention_options={"variant": "cosformer"})
+    return model.to(DEVICE), torch.randn(2, 3, 2, 16, 16, device=DEVICE)
+
+
+def logits_and_gradients(model, video) -> list[torch.Tensor]:
+    model.zero_grad()
+    logits = model(video)
+    logits.square().sum().backward()
+    return [logits.detach()] + [p.grad.clone() for p in model.parameters()]
+
+
+def test_backend_switch_runs_the_kernel_inside_a_linear_attention_model(monkeypatch):
+    """``set_backend("triton")``, the way a model reaches the kernel: the tiny LVT's logits and
+    every parameter's gradient equal those of the PyTorch backend, and the kernel ran."""
+    calls = []
+    monkeypatch.setitem(functional._BACKENDS, "triton", lambda *args: calls.append(1) or triton_linear_attention(*args))
+    model, video = tiny_cosformer()
+    with functional.backend("torch"):
+        expected = logits_and_gradients(model, video)
+    with functional.backend("triton"):
+        got = logits_and_gradients(model, video)
+    assert len(calls) == 2  # the spatial and the temporal step of the one block
+    for a, b in zip(got, expected):
         assert relative_error(a, b) < 1e-5
+
+
+def check_compiled_kernels(q, k, v, backend: str, tolerance: float) -> None:
+    """``torch.compile(fullgraph=True)`` (a graph break is an error) of the kernels gives eager's
+    output and gradients and writes into none of its inputs."""
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, b, c: triton_linear_attention(a, b, c, EPS), fullgraph=True, backend=backend)
+    versions = [t._version for t in (q, k, v)]
+    out = compiled(q, k, v)
+    eager = triton_linear_attention(q, k, v, EPS)
+    assert relative_error(out, eager) < tolerance
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(eager, (q, k, v), grad)):
+        assert relative_error(a, b) < tolerance
+    assert [t._version for t in (q, k, v)] == versions, "the compiled kernels wrote into their inputs"
+
+
+def test_kernels_compile_in_one_graph_through_the_interpreter():
+    """The kernels are custom operators, which ``torch.compile`` calls without tracing into them:
+    so even Triton's interpreter runs under ``aot_eager`` (which traces forward and backward with
+    the operators' shape functions, as inductor does). Head-major views, as the modules pass."""
+    qkv = torch.rand(2, 9, 3, 2, 16, generator=torch.Generator().manual_seed(8)).to(DEVICE).requires_grad_()
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # [B, H, L, d] views of one tensor
+    check_compiled_kernels(q, k, v, "aot_eager", 1e-6)
+
+
+def test_linear_attention_model_on_the_kernels_compiles_in_one_graph():
+    """The tiny cosFormer LVT on the ``triton`` backend under ``torch.compile(fullgraph=True,
+    backend="aot_eager")``: eager's logits and every parameter's gradient."""
+    model, video = tiny_cosformer()
+    torch._dynamo.reset()
+    with functional.backend("triton"):
+        compiled = logits_and_gradients(torch.compile(model, fullgraph=True, backend="aot_eager"), video)
+        eager = logits_and_gradients(model, video)
+    names = ["logits"] + [name for name, _ in model.named_parameters()]
+    for name, a, b in zip(names, compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.gpu
@@ -138,14 +186,7 @@ def test_kernels_match_reference_on_gpu_at_real_sizes(dtype, tolerance, lead, le
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: torch.compile does not trace the interpreter")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: inductor compiles the graph around the kernels for it")
 def test_kernels_compile_in_one_graph_forward_and_backward():
-    """``torch.compile(fullgraph=True)`` fails on any graph break around the kernels."""
-    q, k, v = inputs(11, (4, 8), 197, 197, 64, 64, dtype=torch.bfloat16, device="cuda")
-    compiled = torch.compile(lambda a, b, c: triton_linear_attention(a, b, c, EPS), fullgraph=True)
-    out = compiled(q, k, v)
-    eager = triton_linear_attention(q, k, v, EPS)
-    assert relative_error(out, eager) < 1e-3
-    grad = torch.randn_like(out)
-    for a, b in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(eager, (q, k, v), grad)):
-        assert relative_error(a, b) < 1e-3
+    """As above under inductor, bf16, at the size of a spatial step with a class token."""
+    check_compiled_kernels(*inputs(11, (4, 8), 197, 197, 64, 64, dtype=torch.bfloat16, device="cuda"), "inductor", 1e-3)

@@ -1,9 +1,9 @@
 """Whether Triton's interpreter runs the kernels (``TRITON_INTERPRET=1``, set before the kernel
 modules are imported, as they are decorated then).
 
-Read once here: to ``torch.compile`` it is a constant, where Triton's own reading of the
-environment cannot be traced (a graph break where the launch code is traced: the Eq. 3 kernel's
-autograd function; the fused step's custom operators are not traced)."""
+Read once here, at import: the kernels' launch code (inside custom operators, which
+``torch.compile`` calls without tracing) checks it to accept CPU tensors and to pick dot
+operands the interpreter multiplies correctly."""
 
 from triton import knobs
 

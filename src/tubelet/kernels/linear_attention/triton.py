@@ -155,7 +155,10 @@ def _check_device(*tensors: torch.Tensor) -> None:
         raise RuntimeError("the 'triton' linear attention backend needs CUDA tensors (on CPU, set TRITON_INTERPRET=1 before tubelet imports it)")
 
 
-def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+# The forward and the backward are custom operators, opaque to torch.compile: it calls them, it
+# does not trace into the kernels (as with the fused step, ``tubelet.kernels.linear_step``).
+@torch.library.custom_op("tubelet::linear_attention", mutates_args=())
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
     """``[B, H, Lq, m], [B, H, Lk, m], [B, H, Lk, e] -> [B, H, Lq, e]``."""
     batch, heads, len_q, m = q.shape
     len_k, e = v.shape[-2], v.shape[-1]
@@ -168,9 +171,19 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> t
     return out
 
 
-def _backward(q, k, v, grad, eps):
+@_attend.register_fake
+def _attend_shape(q, k, v, eps):
+    return q.new_empty(*q.shape[:-1], v.shape[-1])
+
+
+@torch.library.custom_op("tubelet::linear_attention_backward", mutates_args=())
+def _attend_backward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grad: torch.Tensor, eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``dq, dk, dv`` like ``q, k, v``, from the output gradient ``grad [B, H, Lq, e]``."""
     batch, heads, len_q, m = q.shape
     len_k, e = v.shape[-2], v.shape[-1]
+    grad = grad if grad.stride(-1) == 1 else grad.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if dq.numel() or dk.numel():
         _backward_kernel[(batch * heads,)](
@@ -181,18 +194,22 @@ def _backward(q, k, v, grad, eps):
     return dq, dk, dv
 
 
-class _LinearAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
-        ctx.save_for_backward(q, k, v)
-        ctx.eps = eps
-        return _forward(q, k, v, eps)
+@_attend_backward.register_fake
+def _attend_backward_shapes(q, k, v, grad, eps):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        q, k, v = ctx.saved_tensors
-        grad = grad if grad.stride(-1) == 1 else grad.contiguous()
-        return (*_backward(q, k, v, grad, ctx.eps), None)
+
+def _keep_for_backward(ctx, inputs, output) -> None:
+    q, k, v, eps = inputs
+    ctx.save_for_backward(q, k, v)
+    ctx.eps = eps
+
+
+def _backward(ctx, grad):
+    return (*_attend_backward(*ctx.saved_tensors, grad, ctx.eps), None)
+
+
+_attend.register_autograd(_backward, setup_context=_keep_for_backward)
 
 
 def _common_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
@@ -213,5 +230,5 @@ def linear_attention(q_feat: torch.Tensor, k_feat: torch.Tensor, v: torch.Tensor
     _check_device(q_feat, k_feat, v)
     dtype = _common_dtype(q_feat, k_feat, v)
     q, k, values = (_as_4d(t.to(dtype)) for t in (q_feat, k_feat, v))
-    out = _LinearAttention.apply(q, k, values, float(eps))  # [B, H, Lq, e]
+    out = _attend(q, k, values, float(eps))  # [B, H, Lq, e]
     return out.reshape(*lead, *out.shape[-2:])

@@ -575,13 +575,25 @@ def _programs(total_groups: int, heads: int, device: torch.device) -> int:
     return max(1, min(total_groups, _target_programs(device) // heads))
 
 
-def _sizes(qkv: torch.Tensor, layout: tuple[int, int, int, int], grid: tuple[int, int, int]) -> dict:
-    """The kernels' size arguments: the group layout, the head width and the token grid."""
+def _launch(qkv, weight, bias, key_weight, key_bias, shift, feature: str, offset: float, eps: float,
+            layout: list[int], grid: list[int], *, backward: bool) -> tuple[tuple[torch.Tensor, ...], dict, int]:
+    """What a pass launches with: the kernels' pointer arguments (the Q, K, V views of ``qkv``
+    first, then the gates and the shift table or placeholders), their keyword arguments (sizes,
+    flags, block config, and ``total_groups`` = batch x groups and ``chunks`` of the key pass), and
+    the programs per head."""
+    batch, _, _, heads, d = qkv.shape
     groups, size, group_stride, member_stride = layout
-    return dict(
-        groups=groups, length=size, group_stride=group_stride, member_stride=member_stride, d=qkv.shape[-1],
+    total = batch * groups
+    chunks, chunk_len = _split(total, heads, size, qkv.device)
+    q, k, v = qkv.unbind(2)  # [B, L, heads, d] views
+    args = dict(
+        total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
+        groups=groups, length=size, group_stride=group_stride, member_stride=member_stride, d=d,
         grid_t=grid[0], grid_h=grid[1], grid_w=grid[2],
+        **_flags(feature, weight, key_weight, shift, heads * d),
+        **_config(d, size, qkv.dtype, backward=backward, two_gates=key_weight is not None),
     )
+    return (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift)), args, _programs(total * chunks, heads, qkv.device)
 
 
 # The forward and the backward are custom operators, opaque to torch.compile: it calls them, it
@@ -595,17 +607,13 @@ def _step(
 ) -> torch.Tensor:
     """The attention output ``[B, L, heads, d]`` of ``qkv [B, L, 3, heads, d]``."""
     batch, length, _, heads, d = qkv.shape
-    q, k, v = qkv.unbind(2)  # [B, L, heads, d] views
     out = torch.empty(batch, length, heads, d, dtype=qkv.dtype, device=qkv.device)
     if out.numel():
-        total = batch * layout[0]
-        chunks, chunk_len = _split(total, heads, layout[1], qkv.device)
-        config = _config(d, layout[1], qkv.dtype, backward=False, two_gates=key_weight is not None)
-        args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
-                    **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift, heads * d), **config)
-        pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
+        pointers, args, programs = _launch(qkv, weight, bias, key_weight, key_bias, shift, feature, offset, eps,
+                                           layout, grid, backward=False)
+        q, total, chunks = pointers[0], args["total_groups"], args["chunks"]
         state = _key_pass(pointers, q, None, None, total, chunks, heads, args) if chunks > 1 else q
-        _forward_kernel[(_programs(total * chunks, heads, qkv.device), heads)](
+        _forward_kernel[(programs, heads)](
             *pointers, state, out, q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
             SPLIT=chunks > 1, **args,
         )
@@ -628,24 +636,19 @@ def _step_backward(
     float32 (gates: 0, 1, or 2 with a key gate)."""
     batch, length, _, heads, d = qkv.shape
     grad = grad if grad.stride(-1) == 1 else grad.contiguous()
-    q, k, v = qkv.unbind(2)
     # The kernel writes dq and the gradients of the shifted K and V, which the shift's adjoint
     # then moves back (one output tensor per kernel).
     d_qkv = torch.empty(batch, length, 3, heads, d, dtype=qkv.dtype, device=qkv.device)
     d_shifted = d_qkv if shift is None else torch.empty_like(d_qkv)
-    total = batch * layout[0]
-    chunks, chunk_len = _split(total, heads, layout[1], qkv.device)
-    programs = _programs(total * chunks, heads, qkv.device)
+    pointers, args, programs = _launch(qkv, weight, bias, key_weight, key_bias, shift, feature, offset, eps,
+                                       layout, grid, backward=True)
+    q, total, chunks = pointers[0], args["total_groups"], args["chunks"]
     gates = _gates(weight, key_weight)
     parts = programs * heads if gates else 1
     alloc = torch.empty if d_qkv.numel() else torch.zeros  # no tokens: no kernel, zero gradients
     d_weight = alloc(parts, gates, d, 3 * d, dtype=torch.float32, device=qkv.device)
     d_bias = alloc(parts, gates, d, dtype=torch.float32, device=qkv.device)
     if d_qkv.numel():
-        config = _config(d, layout[1], qkv.dtype, backward=True, two_gates=gates == 2)
-        args = dict(total_groups=total, chunks=chunks, chunk_len=chunk_len, offset=offset, eps=eps,
-                    **_sizes(qkv, layout, grid), **_flags(feature, weight, key_weight, shift, heads * d), **config)
-        pointers = (q, k, v, *_or(q, weight, bias, key_weight, key_bias, shift))
         state = d_state = q
         if chunks > 1:
             state = _key_pass(pointers, q, None, None, total, chunks, heads, args)
