@@ -55,7 +55,7 @@ Results go to ``OUT/gpu_throughput.md`` and ``OUT/gpu_throughput.json``, rewritt
 section, so a run stopped by a time limit keeps what it measured.
 
     PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT [--sections kernels lvt ...] [--reps 10]
-        [--step-dot-operands tf32|bf16] [--step-key-split off|auto]
+        [--step-dot-operands tf32|bf16] [--step-key-split off|auto] [--step-short-group 128]
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ from tubelet.bench.timing import synchronize, time_repetitions
 from tubelet.convert.lvt import official_arguments
 from tubelet.files import atomic_write_json, atomic_write_text
 from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT
+from tubelet.kernels.linear_step import triton as step_kernels
 from tubelet.kernels.linear_attention.reference import linear_attention_reference
 
 TSF = "timesformer_divided_base_p16_8x224"
@@ -459,9 +460,12 @@ def main() -> None:
                         help="the fused linear step's dot operands for every section but step (which compares them)")
     parser.add_argument("--step-key-split", default="off", choices=STEP_KEY_SPLIT.names,
                         help="the fused linear step's key split for every section but step")
+    parser.add_argument("--step-short-group", type=int, default=step_kernels.SHORT_GROUP,
+                        help="groups of at most this many tokens take the fused step's forward block that pads least (0: never)")
     args = parser.parse_args()
     STEP_DOT_OPERANDS.set(args.step_dot_operands)
     STEP_KEY_SPLIT.set(args.step_key_split)
+    step_kernels.SHORT_GROUP = args.step_short_group
     if not torch.cuda.is_available():
         sys.exit("gpu_throughput.py: error: no CUDA device (tubelet bench runs on the CPU instead)")
     out = Path(args.out)
@@ -470,7 +474,7 @@ def main() -> None:
                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
                        f"Command: `PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT --sections {' '.join(args.sections)} "
                        f"--reps {args.reps} --warmup {args.warmup} --step-dot-operands {args.step_dot_operands} "
-                       f"--step-key-split {args.step_key_split}`", ""]
+                       f"--step-key-split {args.step_key_split} --step-short-group {args.step_short_group}`", ""]
     for name in args.sections:
         start = time.perf_counter()
         try:

@@ -414,6 +414,17 @@ def test_fused_step_variants_match_reference_on_gpu_at_real_sizes(dtype, toleran
         check_against_reference(qkv, gate, tolerance, **options(grouping, shape, "relu", shifts, 8, 64))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: on CPU the interpreter tests above run instead")
+@pytest.mark.parametrize("frames", [64, 96])
+def test_long_tube_steps_match_reference_on_gpu(frames):
+    """LVT base's tube step over 64 and 96 frames (forward blocks of 64, and of 32 for the short
+    groups' rule), bf16, one gate, at 112 px (49 positions) to keep the float64 reference small."""
+    shape = VideoShape(frames, 7, 7)
+    qkv, gate = step_inputs(frames, 1, shape, 8, 64, 1, dtype=torch.bfloat16, device="cuda")
+    check_against_reference(qkv, gate, 2e-2, **options("tube", shape, "relu", "spatial", 8, 64))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("backward", [False, True])
 def test_the_launch_configuration_traces_in_one_graph(dtype, backward):
@@ -516,3 +527,16 @@ def test_lvt_base_agrees_between_backends_on_gpu(model_options):
     composed, fused_bf16 = run("torch", autocast=True), run("triton", autocast=True)
     for name, a, b, c in zip(names, fused_bf16, composed, exact):
         assert relative_error(a, c) <= 2 * relative_error(b, c) + 1e-3, name
+
+
+def test_short_groups_take_the_forward_block_that_pads_least():
+    """With bf16 operands and one gate: the tube step's 96 frames in three blocks of 32 (not two of
+    64), 64 frames in one of 64, the frame step's long groups in blocks of 64; backward unchanged."""
+    from tubelet.kernels.linear_step import triton as kernels
+
+    def block(length, backward=False):
+        with STEP_DOT_OPERANDS.using("bf16"):
+            return kernels._config(64, length, torch.bfloat16, backward=backward, two_gates=False)["BLOCK_L"]
+
+    assert [block(n) for n in (16, 32, 48, 64, 96, 128, 196, 784)] == [16, 32, 64, 64, 32, 64, 64, 64]
+    assert block(96, backward=True) == 16

@@ -61,6 +61,7 @@ MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
 TARGET_PROGRAMS = 256  # programs to aim for off CUDA (on CUDA: two per SM)
 SPLIT_MIN = 64  # fewest members of a group per program when the key pass is split
 SPLIT_ALIGN = 32  # chunks are whole forward blocks
+SHORT_GROUP = 128  # groups of at most this many tokens take the forward block that pads least
 
 
 @triton.jit
@@ -520,7 +521,10 @@ def _config(d: int, length: int, dtype: torch.dtype, *, backward: bool, two_gate
     (``benchmarks/linear_step_launch.py``, BENCHMARKS.md), against the earlier 8 warps, 3 stages
     and blocks of 32 / 16: forward 1.9-2.4x at 96 frames and 1.3-1.5x at 16x448, backward and
     forward 1.3-1.5x; ncu had put the earlier forward at one program (2 warps a scheduler) per
-    SM, stalled on its loads.
+    SM, stalled on its loads. A group of at most ``SHORT_GROUP`` tokens takes the half block
+    where that pads less (the tube step's 96 frames: three blocks of 32, not two of 64 with a
+    third of the second empty): 1.16x and 1.18x on that forward at 96x224 and 96x448, where the
+    frame step's long groups (196, 784 tokens) lose 10-12% with blocks of 32.
 
     Otherwise (float32 inputs with exact products, tf32 operands, two gates): 8 warps, 3 stages,
     blocks of 32 tokens forward (16 for float32) and 16 backward. Compiled for sm_90 at d = 64
@@ -534,18 +538,27 @@ def _config(d: int, length: int, dtype: torch.dtype, *, backward: bool, two_gate
     68 bytes of spills)."""
     precision = _precision(dtype, shared_tf32=not (backward and two_gates))
     block_d = max(MIN_BLOCK, triton.next_power_of_2(d))
-    if precision in ("bf16", "bf16-rounded") and not two_gates and block_d <= 64:
+    measured = precision in ("bf16", "bf16-rounded") and not two_gates and block_d <= 64
+    if measured:
         max_block, warps, stages = (16 if backward else 64), 4, 1
     else:
         max_block = 16 if backward or dtype == torch.float32 else 32
         warps, stages = (8 if block_d >= 64 else 4), 3
+    block_l = max(MIN_BLOCK, min(max_block, triton.next_power_of_2(max(length, 1))))
+    if measured and not backward and length <= SHORT_GROUP and _padded(length, block_l // 2) < _padded(length, block_l):
+        block_l //= 2
     return dict(
-        BLOCK_L=max(MIN_BLOCK, min(max_block, triton.next_power_of_2(max(length, 1)))),
+        BLOCK_L=block_l,
         BLOCK_D=block_d,
         PRECISION=precision,
         num_warps=warps,
         num_stages=stages,
     )
+
+
+def _padded(length: int, block: int) -> int:
+    """Tokens a loop over ``length`` tokens in blocks of ``block`` touches, padding included."""
+    return triton.cdiv(length, block) * block
 
 
 def _target_programs(device: torch.device) -> int:
