@@ -6,9 +6,11 @@ batches read through tubelet's training loader (``VideoDataset`` + ``build_train
 decoding, 8x8 dense sampling, random resized crop to 224, flip, normalise) from H.264 clips that
 the script encodes itself as ``benchmarks/data_loader.py`` does (10 s, 30 fps, 320x240, keyframe
 every 60 frames), for each worker count asked. The loader alone (no GPU work) is timed too, so the
-decoder's bound is stated: clips/s, and clips/s per worker.
+decoder's bound is stated: clips/s, and clips/s per worker. With ``--frame-cache SHORT_SIDE`` the
+clips are also cached (``tubelet.data.frame_cache``, every core; its rate is printed) and the same
+rows are timed reading the cache instead of decoding.
 
-    PYTHONPATH=src python3 benchmarks/end_to_end.py [--workers 8 15] [--videos 64] [--steps 20]
+    PYTHONPATH=src python3 benchmarks/end_to_end.py [--workers 8 15] [--videos 64] [--steps 20] [--frame-cache 240]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 
 from data_loader import encode
 from tubelet.data.datasets import VideoDataset
+from tubelet.data.frame_cache import build_frame_cache
 from tubelet.data.lists import VideoEntry, VideoList
 from tubelet.data.loader import build_train_loader
 from tubelet.data.sampling import DenseSampler
@@ -68,6 +71,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--frame-cache", type=int, metavar="SHORT_SIDE", help="also time training from a frame cache at this short side")
     args = parser.parse_args()
     device = torch.device("cuda")
     model = create_model(MODEL, num_classes=CLASSES).to(device)
@@ -92,20 +96,33 @@ def main() -> None:
         paths = encode_clips(Path(scratch), args.videos)
         print(f"encoded {len(paths)} clips in {time.perf_counter() - start:.1f} s")
         video_list = VideoList(tuple(VideoEntry(p, i % CLASSES) for i, p in enumerate(paths)), tuple("abcd"))
-        dataset = VideoDataset(video_list, num_frames=8, sampler=DenseSampler(interval=8), transform=TrainTransform(224))
-        print("| workers | loader alone clips/s | per worker | training from files clips/s | / in memory |")
-        print("| --- | --- | --- | --- | --- |")
-        for workers in args.workers:
-            loader = build_train_loader(dataset, batch_size=args.batch, num_workers=workers, seed=0)
-            batches = forever(loader)
-            next(batches)
+        sources = {"files": None}
+        if args.frame_cache:
+            cache = Path(scratch) / "cache"
             start = time.perf_counter()
-            for _ in range(args.steps):
+            results = build_frame_cache(paths, cache, short_side=args.frame_cache, workers=os.cpu_count() or 1)
+            seconds = time.perf_counter() - start
+            assert all(r.status == "written" for r in results), results
+            print(f"cached {len(paths)} clips at short side {args.frame_cache} in {seconds:.1f} s "
+                  f"({len(paths) / seconds:.2f} videos/s on {os.cpu_count()} cores)")
+            sources["frame cache"] = cache
+        print("| source | workers | loader alone clips/s | per worker | training clips/s | / in memory |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for source, cache in sources.items():
+            dataset = VideoDataset(video_list, num_frames=8, sampler=DenseSampler(interval=8), transform=TrainTransform(224),
+                                   frame_cache=cache)
+            for workers in args.workers:
+                loader = build_train_loader(dataset, batch_size=args.batch, num_workers=workers, seed=0)
+                batches = forever(loader)
                 next(batches)
-            alone = args.steps * args.batch / (time.perf_counter() - start)
-            from_files = timed_steps(step, batches, args.steps) * args.batch
-            print(f"| {workers} | {alone:.1f} | {alone / workers:.2f} | {from_files:.1f} | {from_files / in_memory:.2f} |", flush=True)
-            del loader, batches
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    next(batches)
+                alone = args.steps * args.batch / (time.perf_counter() - start)
+                trained = timed_steps(step, batches, args.steps) * args.batch
+                print(f"| {source} | {workers} | {alone:.1f} | {alone / workers:.2f} | {trained:.1f} | {trained / in_memory:.2f} |",
+                      flush=True)
+                del loader, batches
 
 
 if __name__ == "__main__":

@@ -79,6 +79,17 @@ def _cmd_check_videos(args: argparse.Namespace) -> int:
     return _undecodable_code(sum(not result.ok for result in results), len(results))
 
 
+def _cmd_cache_frames(args: argparse.Namespace) -> int:
+    """Exit code 0 when every video is cached, 1 when some failed (listed), 2 when none could be."""
+    from tubelet.data.check import video_paths
+    from tubelet.data.frame_cache import build_frame_cache, summary
+
+    paths = [path for source in args.sources for path in video_paths(source)]
+    results = build_frame_cache(paths, args.out, short_side=args.short_side, workers=args.workers)
+    print(summary(results, args.out))
+    return _undecodable_code(sum(r.status == "failed" for r in results), len(results))
+
+
 def _cmd_synth(args: argparse.Namespace) -> None:
     from tubelet.data.synthetic import write_synthetic_dataset
 
@@ -248,6 +259,20 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--workers", type=_positive(int), default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     check.add_argument("--out", default="bad_videos.txt", help="where to write the bad files (default: bad_videos.txt)")
     check.set_defaults(run=_cmd_check_videos)
+
+    cache = commands.add_parser(
+        "cache-frames",
+        help="decode videos once into a frame cache that training reads instead of the files",
+        description="Decode every frame of each video once, scaled to --short-side, into --out (raw uint8, "
+        "about N x H x W x 3 bytes a video); training with data.frame_cache=OUT reads its clips from there. "
+        "Videos already cached and unchanged are kept. Exit code 0 when all are cached, 1 when some fail (listed).",
+    )
+    cache.add_argument("sources", nargs="+", metavar="LIST_OR_DIR", help="video lists (any format tubelet reads) or folders")
+    cache.add_argument("--out", required=True, help="the cache folder (data.frame_cache)")
+    cache.add_argument("--short-side", type=_positive(int), default=256,
+                       help="frames' short side in pixels; smaller frames keep their size (default: 256)")
+    cache.add_argument("--workers", type=_positive(int), default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    cache.set_defaults(run=_cmd_cache_frames)
 
     synth = commands.add_parser(
         "synth",

@@ -22,12 +22,14 @@ the sample seed from the dataset's ``seed`` and the index.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable
 
 import numpy as np
 import torch
 
-from tubelet.data.decode import DecodeError, check_backend, open_video
+from tubelet.data.decode import DecodeError, VideoReader, check_backend, open_video
+from tubelet.data.frame_cache import CachedReader, missing_entries
 from tubelet.data.lists import VideoList
 from tubelet.data.rng import randint
 from tubelet.data.sampling import ClipSampler
@@ -47,7 +49,9 @@ class VideoDataset(torch.utils.data.Dataset):
 
     ``views=(clips, crops)`` is used in eval mode only; ``crops`` must match the eval transform's
     crop count. ``max_substitutes`` bounds how many replacements one training sample may try
-    before the error is raised. ``backend`` is the decoder (``"pyav"`` or ``"torchcodec"``).
+    before the error is raised. ``backend`` is the decoder (``"pyav"`` or ``"torchcodec"``);
+    with ``frame_cache`` (a folder ``tubelet.data.frame_cache`` wrote) frames are read from there
+    instead, and a video without an entry there is an error at construction.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class VideoDataset(torch.utils.data.Dataset):
         seed: int = 0,
         backend: str = "pyav",
         max_substitutes: int = 10,
+        frame_cache: str | os.PathLike | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -72,6 +77,8 @@ class VideoDataset(torch.utils.data.Dataset):
         if len(video_list) == 0:
             raise ValueError(f"{video_list.source or 'video list'} holds no videos")
         check_backend(backend)
+        if frame_cache is not None:
+            _check_cached(video_list, frame_cache)
         self.video_list = video_list
         self.num_frames = num_frames
         self.sampler = sampler
@@ -81,6 +88,12 @@ class VideoDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.backend = backend
         self.max_substitutes = max_substitutes
+        self.frame_cache = frame_cache
+
+    def _open(self, path) -> VideoReader:
+        if self.frame_cache is not None:
+            return CachedReader(path, self.frame_cache)
+        return open_video(path, backend=self.backend)
 
     def __len__(self) -> int:
         return len(self.video_list)
@@ -106,7 +119,7 @@ class VideoDataset(torch.utils.data.Dataset):
             entry = self.video_list[index]
             generator = torch.Generator().manual_seed(derive_seed(sample_seed, attempt))
             try:
-                with open_video(entry.path, backend=self.backend) as video:
+                with self._open(entry.path) as video:
                     frames = video.frames_at(self.sampler.sample(video.info, self.num_frames, generator))
             except DecodeError as error:
                 failed.append(str(entry.path))
@@ -130,7 +143,7 @@ class VideoDataset(torch.utils.data.Dataset):
         entry = self.video_list[index]
         num_clips, num_crops = self.views
         try:
-            with open_video(entry.path, backend=self.backend) as video:
+            with self._open(entry.path) as video:
                 times = self.sampler.views(video.info, self.num_frames, num_clips)
                 frames = video.frames_at([t for clip in times for t in clip])  # [J*T, H, W, C]
         except DecodeError as error:
@@ -142,3 +155,11 @@ class VideoDataset(torch.utils.data.Dataset):
             raise ValueError(f"the eval transform made {crops.shape[1]} crops per clip, but views asks for {num_crops}")
         video = crops.flatten(0, 1)  # [J*S, C, T, H', W'], clip-major
         return {"video": video, "label": self._label(entry.label), "index": index, "failed": []}
+
+
+def _check_cached(video_list: VideoList, frame_cache: str | os.PathLike) -> None:
+    missing = missing_entries([entry.path for entry in video_list], frame_cache)
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(video_list)} videos of {video_list.source or 'the video list'} are not in "
+                         f"the frame cache {frame_cache}, {missing[0]} first; write them with "
+                         f"`tubelet cache-frames {video_list.source or 'LIST'} --out {frame_cache}`")

@@ -22,14 +22,14 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import av
 import numpy as np
 import torch
 
 # Two timestamps closer than this (seconds) are the same instant: absorbs float rounding of pts*tb.
-_TIME_EPS = 1e-6
+TIME_EPS = 1e-6
 # A stream that ends more than this many mean frame durations (and at least _MIN_GAP_S) before a
 # time its own metadata promises is truncated; a shorter gap is the last frame's own duration.
 _END_GAP_FRAMES = 4
@@ -173,7 +173,7 @@ class PyAVReader:
         target; if the demuxer lands after it or at the end (imprecise seeking in some
         containers, MPEG-TS for one), decodes once more from the start of the stream."""
         stream = self._stream
-        seek_pts = int((targets[0] - _TIME_EPS) / stream.time_base)
+        seek_pts = int((targets[0] - TIME_EPS) / stream.time_base)
         self._container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
         picked = self._decode_forward(targets, restart_if_late=True)
         if picked is None:
@@ -189,12 +189,12 @@ class PyAVReader:
             if frame.pts is None:
                 continue
             current = _LazyFrame(frame, float(frame.pts * frame.time_base))
-            landed_late = current.time > targets[0] + _TIME_EPS and current.time > self.info.start + _TIME_EPS
+            landed_late = current.time > targets[0] + TIME_EPS and current.time > self.info.start + TIME_EPS
             if previous is None and landed_late and restart_if_late:
                 return None
             # every target before this frame's time belongs to the previous frame (or to this
             # one when the target precedes the first frame of the stream)
-            while len(picked) < len(targets) and targets[len(picked)] < current.time - _TIME_EPS:
+            while len(picked) < len(targets) and targets[len(picked)] < current.time - TIME_EPS:
                 picked.append((previous or current).array())
             if len(picked) == len(targets):
                 return picked
@@ -206,6 +206,24 @@ class PyAVReader:
         self._check_not_truncated(previous.time, targets[-1])
         picked.extend(previous.array() for _ in range(len(targets) - len(picked)))
         return picked
+
+    def all_frames(self, height: int, width: int) -> Iterator[tuple[float, np.ndarray]]:
+        """Every frame from the first, in presentation order: ``(seconds from the first frame,
+        uint8 [height, width, 3])``, scaled by FFmpeg's swscale (area averaging when it shrinks).
+        Raises :class:`DecodeError` when the stream ends before its metadata says."""
+        self._container.seek(0, stream=self._stream, backward=True, any_frame=False)
+        last = None
+        try:
+            for frame in self._container.decode(self._stream):
+                if frame.pts is None:
+                    continue
+                last = float(frame.pts * frame.time_base)
+                yield last - self.info.start, frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        except (av.FFmpegError, OSError) as error:
+            raise DecodeError(self.path, _reason(error)) from error
+        if last is None:
+            raise DecodeError(self.path, "no frame could be decoded")
+        self._check_not_truncated(last, self.info.start + self.info.duration - self.info.duration / self.info.num_frames)
 
     def _check_not_truncated(self, last_time: float, wanted: float) -> None:
         mean_frame = self.info.duration / self.info.num_frames

@@ -50,6 +50,7 @@ class DataConfig:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     num_workers: int = 4
+    frame_cache: str | None = None  # a folder `tubelet cache-frames` wrote: training reads its frames instead of decoding
     max_decode_failures: float = 0.01  # stop training when a larger share of samples fails to decode
     scale: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range
     hflip: float = 0.5  # probability of a horizontal flip (0 for direction-sensitive data such as SSv2)

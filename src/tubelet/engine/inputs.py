@@ -52,7 +52,7 @@ def train_dataset(data: DataConfig, videos: VideoList, *, seed: int) -> VideoDat
         auto_augment=data.auto_augment, random_erasing=data.random_erasing, mean=mean, std=std,
     )
     return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
-                        mode="train", seed=seed)
+                        mode="train", seed=seed, frame_cache=data.frame_cache)
 
 
 def eval_transform(data: DataConfig, *, resize_to: int | None, crops: int) -> EvalTransform:
@@ -62,11 +62,13 @@ def eval_transform(data: DataConfig, *, resize_to: int | None, crops: int) -> Ev
 
 
 def eval_dataset(data: DataConfig, videos: VideoList, *, views: tuple[int, int],
-                 resize_to: int | None = None) -> VideoDataset:
-    """All ``views = (T, S)`` test views of each video: T temporal clips x S spatial crops."""
+                 resize_to: int | None = None, frame_cache: str | None = None) -> VideoDataset:
+    """All ``views = (T, S)`` test views of each video: T temporal clips x S spatial crops, decoded,
+    or read from ``frame_cache`` (training's validation passes ``data.frame_cache``; ``eval`` and
+    ``predict`` decode the files they are given)."""
     transform = eval_transform(data, resize_to=resize_to, crops=views[1])
     return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
-                        mode="eval", views=views)
+                        mode="eval", views=views, frame_cache=frame_cache)
 
 
 def train_loader(data: DataConfig, videos: VideoList, *, seed: int, batch_size: int, rank: int = 0,
@@ -77,10 +79,11 @@ def train_loader(data: DataConfig, videos: VideoList, *, seed: int, batch_size: 
 
 
 def eval_loader(data: DataConfig, videos: VideoList, *, views: tuple[int, int], resize_to: int | None,
-                batch_size: int, num_workers: int | None = None, rank: int = 0,
-                world_size: int = 1) -> torch.utils.data.DataLoader:
+                batch_size: int, num_workers: int | None = None, rank: int = 0, world_size: int = 1,
+                frame_cache: str | None = None) -> torch.utils.data.DataLoader:
     """This rank's share of ``eval_dataset``, in order, ``batch_size`` videos a batch, with
     ``num_workers`` workers (None: ``data.num_workers``; never more than there are videos)."""
     workers = data.num_workers if num_workers is None else num_workers
-    return build_eval_loader(eval_dataset(data, videos, views=views, resize_to=resize_to), batch_size=batch_size,
+    dataset = eval_dataset(data, videos, views=views, resize_to=resize_to, frame_cache=frame_cache)
+    return build_eval_loader(dataset, batch_size=batch_size,
                              num_workers=min(workers, len(videos)), rank=rank, world_size=world_size)

@@ -326,7 +326,8 @@ def setup_run(config: Config, run_dir: str | Path, *, resume: bool = False, allo
     val_loader = None
     if val_videos is not None:
         val_loader = eval_loader(config.data, val_videos, views=config.eval.views, resize_to=config.eval.resize_to,
-                                 batch_size=config.eval.batch_size, rank=dist.rank, world_size=dist.world_size)
+                                 batch_size=config.eval.batch_size, rank=dist.rank, world_size=dist.world_size,
+                                 frame_cache=config.data.frame_cache)
 
     steps_per_epoch = len(loader) // train_cfg.accum_steps
     if steps_per_epoch == 0:
