@@ -60,6 +60,25 @@ def timed_steps(step, batches, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def item_costs(dataset: VideoDataset, count: int) -> tuple[float, float]:
+    """Milliseconds per clip in this process, one thread: reading its frames (decoded, or from the
+    cache), and the whole item (reading, the training transform, the item's tensors)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        for index in range(count):
+            with dataset.reader(dataset.video_list[index].path) as video:
+                video.frames_at(dataset.sampler.sample(video.info, dataset.num_frames, torch.Generator().manual_seed(index)))
+        read = (time.perf_counter() - start) / count * 1e3
+        start = time.perf_counter()
+        for index in range(count):
+            dataset[index]
+        return read, (time.perf_counter() - start) / count * 1e3
+    finally:
+        torch.set_num_threads(threads)
+
+
 def forever(loader):
     while True:
         yield from loader
@@ -111,6 +130,9 @@ def main() -> None:
         for source, cache in sources.items():
             dataset = VideoDataset(video_list, num_frames=8, sampler=DenseSampler(interval=8), transform=TrainTransform(224),
                                    frame_cache=cache)
+            read_ms, item_ms = item_costs(dataset, min(32, len(paths)))
+            print(f"| {source} | one process, 1 thread: read {read_ms:.1f} ms + transform {item_ms - read_ms:.1f} ms a clip | "
+                  f"{1e3 / item_ms:.1f} | | | |")
             for workers in args.workers:
                 loader = build_train_loader(dataset, batch_size=args.batch, num_workers=workers, seed=0)
                 batches = forever(loader)

@@ -17,6 +17,7 @@ from tubelet.data.transforms import (
     normalize,
     random_erase,
     random_resized_crop_box,
+    resize,
     resize_short_side,
     spatial_crops,
 )
@@ -45,6 +46,20 @@ def test_resize_short_side_keeps_aspect(height, width, expected):
     out = resize_short_side(clip, 24)
     assert tuple(out.shape[-2:]) == expected
     assert torch.equal(out, torch.full_like(out, 77))  # a flat image stays flat through the antialiasing filter
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "frames_last_view"])
+@pytest.mark.parametrize("size", [(17, 23), (48, 96)])  # shrinking with antialiasing, and enlarging
+def test_uint8_resize_is_within_one_level_of_the_float_computation(layout, size):
+    """The CPU's uint8 kernel against the float computation it stands for, rounded, on noise and
+    on a clip viewed from ``[T, H, W, C]`` as the transforms pass it."""
+    frames = torch.randint(0, 256, (3, 31, 45, 3), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    clip = frames.permute(0, 3, 1, 2) if layout == "frames_last_view" else frames.permute(0, 3, 1, 2).contiguous()
+    out = resize(clip, *size)
+    expected = torch.nn.functional.interpolate(clip.double(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    assert out.dtype == torch.uint8 and out.shape == (3, 3, *size)
+    difference = (out.double() - expected.round().clamp(0, 255)).abs()
+    assert difference.max() <= 1 and difference.mean() < 0.5
 
 
 def test_resize_to_same_size_is_identity():

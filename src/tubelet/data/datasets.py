@@ -90,7 +90,8 @@ class VideoDataset(torch.utils.data.Dataset):
         self.max_substitutes = max_substitutes
         self.frame_cache = frame_cache
 
-    def _open(self, path) -> VideoReader:
+    def reader(self, path) -> VideoReader:
+        """The open video of ``path``: its frame cache entry, or the decoder."""
         if self.frame_cache is not None:
             return CachedReader(path, self.frame_cache)
         return open_video(path, backend=self.backend)
@@ -119,7 +120,7 @@ class VideoDataset(torch.utils.data.Dataset):
             entry = self.video_list[index]
             generator = torch.Generator().manual_seed(derive_seed(sample_seed, attempt))
             try:
-                with self._open(entry.path) as video:
+                with self.reader(entry.path) as video:
                     frames = video.frames_at(self.sampler.sample(video.info, self.num_frames, generator))
             except DecodeError as error:
                 failed.append(str(entry.path))
@@ -143,7 +144,7 @@ class VideoDataset(torch.utils.data.Dataset):
         entry = self.video_list[index]
         num_clips, num_crops = self.views
         try:
-            with self._open(entry.path) as video:
+            with self.reader(entry.path) as video:
                 times = self.sampler.views(video.info, self.num_frames, num_clips)
                 frames = video.frames_at([t for clip in times for t in clip])  # [J*T, H, W, C]
         except DecodeError as error:

@@ -32,9 +32,13 @@ Label = int | tuple[int, ...]
 
 
 def resize(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Antialiased bilinear resize of uint8 ``[T, C, H, W]`` to ``[T, C, height, width]`` (rounded)."""
+    """Antialiased bilinear resize of uint8 ``[T, C, H, W]`` to ``[T, C, height, width]``. On the CPU
+    PyTorch's uint8 kernel computes it (in fixed point: within one level of the float computation,
+    about 12x faster in a one-thread loader worker); elsewhere it is computed in float and rounded."""
     if clip.shape[-2:] == (height, width):
         return clip
+    if clip.dtype == torch.uint8 and clip.device.type == "cpu":
+        return F.interpolate(clip, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     out = F.interpolate(clip.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8)
 
@@ -163,10 +167,11 @@ def mirror_label_map(class_names: Sequence[str]) -> dict[int, int]:
 
 
 def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``[..., C, H, W]`` -> float ``(x / 255 - mean) / std``."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return (clip.float() / 255 - mean_t) / std_t
+    """uint8 ``[..., C, H, W]`` -> float ``(x / 255 - mean) / std``, as ``x * gain - offset`` in
+    place on the float copy (two passes over it, not three)."""
+    scale = torch.tensor([255 * s for s in std], dtype=torch.float64).view(-1, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float64).view(-1, 1, 1)
+    return clip.float().mul_((1 / scale).float()).sub_(shift.float())
 
 
 def random_erase(
