@@ -8,7 +8,8 @@ the script encodes itself as ``benchmarks/data_loader.py`` does (10 s, 30 fps, 3
 every 60 frames), for each worker count asked. The loader alone (no GPU work) is timed too, so the
 decoder's bound is stated: clips/s, and clips/s per worker. With ``--frame-cache SHORT_SIDE`` the
 clips are also cached (``tubelet.data.frame_cache``, every core; its rate is printed) and the same
-rows are timed reading the cache instead of decoding.
+rows are timed reading the cache instead of decoding. Each source runs twice: clips normalised in the
+workers (float32), and clips handed over uint8 and normalised on the GPU, as ``tubelet train`` does.
 
     PYTHONPATH=src python3 benchmarks/end_to_end.py [--workers 8 15] [--videos 64] [--steps 20] [--frame-cache 240]
 """
@@ -16,6 +17,7 @@ rows are timed reading the cache instead of decoding.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +33,7 @@ from tubelet.data.frame_cache import build_frame_cache
 from tubelet.data.lists import VideoEntry, VideoList
 from tubelet.data.loader import build_train_loader
 from tubelet.data.sampling import DenseSampler
-from tubelet.data.transforms import TrainTransform
+from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform, normalize
 from tubelet.models.registry import create_model
 
 MODEL = "timesformer_divided_base_p16_8x224"
@@ -98,6 +100,8 @@ def main() -> None:
 
     def step(batch):
         video = batch["video"].to(device, non_blocking=True)
+        if video.dtype == torch.uint8:  # as tubelet train's step: normalised on the GPU
+            video = normalize(video, IMAGENET_MEAN, IMAGENET_STD, channel_dim=-4)
         label = batch["label"].to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = F.cross_entropy(model(video), label)
@@ -115,7 +119,7 @@ def main() -> None:
         paths = encode_clips(Path(scratch), args.videos)
         print(f"encoded {len(paths)} clips in {time.perf_counter() - start:.1f} s")
         video_list = VideoList(tuple(VideoEntry(p, i % CLASSES) for i, p in enumerate(paths)), tuple("abcd"))
-        sources = {"files": None}
+        sources = {"files": None}  # source -> frame cache; each also with clips handed over uint8
         if args.frame_cache:
             cache = Path(scratch) / "cache"
             start = time.perf_counter()
@@ -127,9 +131,10 @@ def main() -> None:
             sources["frame cache"] = cache
         print("| source | workers | loader alone clips/s | per worker | training clips/s | / in memory |")
         print("| --- | --- | --- | --- | --- | --- |")
-        for source, cache in sources.items():
-            dataset = VideoDataset(video_list, num_frames=8, sampler=DenseSampler(interval=8), transform=TrainTransform(224),
-                                   frame_cache=cache)
+        for (name, cache), dtype in itertools.product(sources.items(), (torch.float32, torch.uint8)):
+            source = f"{name}, {'uint8' if dtype == torch.uint8 else 'float'} clips"
+            dataset = VideoDataset(video_list, num_frames=8, sampler=DenseSampler(interval=8),
+                                   transform=TrainTransform(224, output_dtype=dtype), frame_cache=cache)
             read_ms, item_ms = item_costs(dataset, min(32, len(paths)))
             print(f"| {source} | one process, 1 thread: read {read_ms:.1f} ms + transform {item_ms - read_ms:.1f} ms a clip | "
                   f"{1e3 / item_ms:.1f} | | | |")

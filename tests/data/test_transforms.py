@@ -193,6 +193,30 @@ def test_train_transform_is_deterministic_given_a_generator():
     assert not torch.equal(first[0], first[1])
 
 
+@pytest.mark.parametrize("options", [{}, {"auto_augment": "imagenet"}, {"rand_augment": RandAugmentConfig(prob=1.0)}])
+def test_uint8_output_normalised_as_a_batch_is_the_float_output(options):
+    """``output_dtype=torch.uint8``, then ``normalize`` of the stacked batch ``[B, C, T, H, W]``
+    (what the training loop does on its device) gives exactly the float transform's clips, with
+    the same random draws (flips and labels too)."""
+    mean, std = (0.45, 0.40, 0.35), (0.22, 0.23, 0.24)
+    frames = _frames(4, 40, 52)
+    as_float = TrainTransform(24, mean=mean, std=std, flip_label_map={0: 1}, **options)
+    as_uint8 = TrainTransform(24, mean=mean, std=std, flip_label_map={0: 1}, output_dtype=torch.uint8, **options)
+    floats = [as_float(frames, 0, torch.Generator().manual_seed(seed)) for seed in range(6)]
+    uint8s = [as_uint8(frames, 0, torch.Generator().manual_seed(seed)) for seed in range(6)]
+    assert all(clip.dtype == torch.uint8 and clip.shape == (3, 4, 24, 24) for clip, _ in uint8s)
+    assert [label for _, label in uint8s] == [label for _, label in floats] and {label for _, label in floats} == {0, 1}
+    batch = normalize(torch.stack([clip for clip, _ in uint8s]), mean, std, channel_dim=-4)
+    assert torch.equal(batch, torch.stack([clip for clip, _ in floats]))
+
+
+def test_uint8_output_refuses_random_erasing():
+    with pytest.raises(ValueError, match="random_erasing=0.25 draws normalised noise: it needs output_dtype=torch.float32"):
+        TrainTransform(24, random_erasing=0.25, output_dtype=torch.uint8)
+    with pytest.raises(ValueError, match="output_dtype=torch.float16: expected torch.float32"):
+        TrainTransform(24, output_dtype=torch.float16)
+
+
 def test_random_erase_replaces_one_box_on_every_frame():
     clip = torch.zeros(4, 3, 30, 40)
     g = torch.Generator().manual_seed(1)

@@ -32,6 +32,33 @@ def test_a_model_overfits_one_batch():
     assert model(batch["video"]).argmax(1).tolist() == [0, 1, 2, 3]
 
 
+def test_a_uint8_batch_is_normalised_in_the_step_as_the_workers_would():
+    """``train_step`` on a uint8 batch with ``normalisation`` takes the same step (loss and weights)
+    as on the batch normalised beforehand; without ``normalisation`` it is refused."""
+    from tubelet.data.transforms import normalize
+
+    mean, std = (0.45, 0.40, 0.35), (0.22, 0.23, 0.24)
+    video = torch.randint(0, 256, (2, 3, 4, 16, 16), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    label = torch.tensor([0, 1])
+
+    def step(batch, **options):
+        torch.manual_seed(0)
+        model = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=2, depth=1, embed_dim=32, num_heads=2,
+                                     num_frames=4, img_size=16)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        state = TrainState(model, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                           torch.amp.GradScaler("cpu", enabled=False), None, ckpt.Progress())
+        loss = train_step(state, [batch], device=torch.device("cpu"), amp_dtype=None, clip_grad=None, mixup=None, seed=0,
+                          loss_fn=lambda logits, target: torch.nn.functional.cross_entropy(logits, target), **options)["loss"]
+        return loss, model.head.weight.detach()
+
+    loss, weight = step({"video": video, "label": label}, normalisation=(mean, std))
+    expected_loss, expected_weight = step({"video": normalize(video, mean, std, channel_dim=-4), "label": label})
+    assert loss == expected_loss and torch.equal(weight, expected_weight)
+    with pytest.raises(ValueError, match="a uint8 video batch needs train_step's normalisation"):
+        step({"video": video, "label": label})
+
+
 def test_losses_match_their_definitions():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
     labels = torch.tensor([0, 2])

@@ -166,12 +166,14 @@ def mirror_label_map(class_names: Sequence[str]) -> dict[int, int]:
     return mapping
 
 
-def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``[..., C, H, W]`` -> float ``(x / 255 - mean) / std``, as ``x * gain - offset`` in
-    place on the float copy (two passes over it, not three)."""
-    scale = torch.tensor([255 * s for s in std], dtype=torch.float64).view(-1, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float64).view(-1, 1, 1)
-    return clip.float().mul_((1 / scale).float()).sub_(shift.float())
+def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float], *, channel_dim: int = -3) -> torch.Tensor:
+    """uint8 ``[..., C, H, W]`` (or channels at another ``channel_dim`` from the end, e.g. -4 for a
+    batch ``[B, C, T, H, W]``) -> float32 ``(x / 255 - mean) / std``, as ``x * gain - offset`` in
+    place on the float copy (two passes over it, not three). The same numbers on any device."""
+    shape = (-1,) + (1,) * (-channel_dim - 1)
+    gain = torch.tensor([1 / (255 * s) for s in std], dtype=torch.float32, device=clip.device).view(shape)
+    offset = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32, device=clip.device).view(shape)
+    return clip.float().mul_(gain).sub_(offset)
 
 
 def random_erase(
@@ -227,7 +229,11 @@ class TrainTransform:
 
     ``__call__(frames uint8 [T, H, W, C], label, generator) -> (float [C, T, img, img], label)``;
     the label changes when a flip maps it through ``flip_label_map`` (see :func:`mirror_label_map`).
-    Geometric augmentation ops fill with the mean colour.
+    Geometric augmentation ops fill with the mean colour. With ``output_dtype=torch.uint8`` the
+    clip is returned before normalisation, uint8 ``[C, T, img, img]`` (a quarter of the bytes
+    through the loader), for the training loop to normalise on its device with
+    ``normalize(batch, mean, std, channel_dim=-4)``, which gives the same numbers; random erasing,
+    which draws normalised noise, needs the float output.
     """
 
     def __init__(
@@ -243,9 +249,14 @@ class TrainTransform:
         random_erasing: float = 0.0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        output_dtype: torch.dtype = torch.float32,
     ) -> None:
         if img_size < 1:
             raise ValueError(f"img_size={img_size}: expected a positive number of pixels")
+        if output_dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"output_dtype={output_dtype}: expected torch.float32 (normalised) or torch.uint8 (not yet)")
+        if output_dtype == torch.uint8 and random_erasing > 0:
+            raise ValueError(f"random_erasing={random_erasing} draws normalised noise: it needs output_dtype=torch.float32")
         if rand_augment is not None and auto_augment is not None:
             raise ValueError("rand_augment and auto_augment are both set: expected at most one of them")
         if auto_augment is not None:
@@ -261,6 +272,7 @@ class TrainTransform:
         self.random_erasing = _check_probability("random_erasing", random_erasing)
         self.mean, self.std = tuple(mean), tuple(std)
         self.fill = tuple(min(255, round(255 * m)) for m in mean)
+        self.output_dtype = output_dtype
 
     def _flip_label(self, label: Label) -> Label:
         if isinstance(label, tuple):
@@ -278,6 +290,8 @@ class TrainTransform:
             clip = apply_ops(clip, sample_rand_augment(self.rand_augment, generator), self.fill)
         if self.auto_augment is not None:
             clip = apply_ops(clip, sample_auto_augment(self.auto_augment, generator), self.fill)
+        if self.output_dtype == torch.uint8:
+            return clip.permute(1, 0, 2, 3).contiguous(), label  # [T, C, H, W] -> [C, T, H, W]
         out = normalize(clip, self.mean, self.std)
         if self.random_erasing > 0 and rng.coin(self.random_erasing, generator):
             out = random_erase(out, generator)

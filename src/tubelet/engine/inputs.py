@@ -45,11 +45,14 @@ def train_split(data: DataConfig) -> VideoList:
 
 def train_dataset(data: DataConfig, videos: VideoList, *, seed: int) -> VideoDataset:
     """Random clips with the training augmentation of ``data``. The flip swaps the labels of
-    direction-named classes ("left" <-> "right"), so flipping stays correct on SSv2-like data."""
+    direction-named classes ("left" <-> "right"), so flipping stays correct on SSv2-like data.
+    Clips leave the workers uint8, for ``train_step`` to normalise on its device (a quarter of the
+    bytes to collate, pin and copy), unless random erasing needs them normalised there."""
     mean, std = data.normalisation()
     transform = TrainTransform(
         data.img_size, scale=data.scale, hflip=data.hflip, flip_label_map=mirror_label_map(videos.class_names),
         auto_augment=data.auto_augment, random_erasing=data.random_erasing, mean=mean, std=std,
+        output_dtype=torch.float32 if data.random_erasing > 0 else torch.uint8,
     )
     return VideoDataset(videos, num_frames=data.num_frames, sampler=make_sampler(data), transform=transform,
                         mode="train", seed=seed, frame_cache=data.frame_cache)

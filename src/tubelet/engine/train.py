@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import Callable, Iterator, Sequence, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ from tubelet.convert.imagenet import init_from_image, is_image_checkpoint
 from tubelet.data.datasets import derive_seed
 from tubelet.data.failures import FailureTracker
 from tubelet.data.mixup import MixupCutmix
+from tubelet.data.transforms import normalize
 from tubelet.engine import checkpoint as ckpt
 from tubelet.engine.config import Config, check_limits, config_to_dict, load_config, save_config
 from tubelet.engine.device import autocast, autocast_dtype
@@ -95,16 +96,23 @@ def advance_random_features(model: nn.Module) -> None:
 
 
 def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.device, amp_dtype: torch.dtype | None,
-               clip_grad: float | None, loss_fn: Callable, mixup: MixupCutmix | None, seed: int) -> dict[str, float]:
+               clip_grad: float | None, loss_fn: Callable, mixup: MixupCutmix | None, seed: int,
+               normalisation: tuple[Sequence[float], Sequence[float]] | None = None) -> dict[str, float]:
     """One optimiser step over ``micro_batches`` (gradient accumulation); returns loss, lr, grad norm.
 
     ``seed`` (a function of the run's seed, the global step and the rank) seeds torch's global
-    generators, which dropout and drop path draw from, and each micro-batch's mixup generator."""
+    generators, which dropout and drop path draw from, and each micro-batch's mixup generator.
+    A uint8 batch (``TrainTransform(output_dtype=torch.uint8)``) is normalised on ``device`` with
+    ``normalisation = (mean, std)``."""
     state.model.train()
     torch.manual_seed(derive_seed(seed, _MODEL_STREAM))  # CPU and every CUDA device
     total = torch.zeros((), device=device)
     for i, batch in enumerate(micro_batches):
         video = batch["video"].to(device, non_blocking=True)  # [B, C, T, H, W]
+        if video.dtype == torch.uint8:
+            if normalisation is None:
+                raise ValueError("a uint8 video batch needs train_step's normalisation=(mean, std) to be normalised")
+            video = normalize(video, *normalisation, channel_dim=-4)
         target = batch["label"].to(device, non_blocking=True)
         if mixup is not None:
             generator = torch.Generator().manual_seed(derive_seed(seed, _MIXUP_STREAM, i))
@@ -132,8 +140,8 @@ def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.de
 
 def train_one_epoch(state: TrainState, loader: torch.utils.data.DataLoader, *, steps: int, accum_steps: int,
                     device: torch.device, amp_dtype: torch.dtype | None, clip_grad: float | None, loss_fn: Callable,
-                    mixup: MixupCutmix | None, seed: int, rank: int,
-                    failures: FailureTracker) -> Iterator[dict[str, float]]:
+                    mixup: MixupCutmix | None, seed: int, rank: int, failures: FailureTracker,
+                    normalisation: tuple[Sequence[float], Sequence[float]] | None = None) -> Iterator[dict[str, float]]:
     """Optimiser steps ``progress.step_in_epoch .. steps - 1`` of the epoch ``progress.epoch``,
     yielding each step's statistics (and the clips it saw) after updating ``state.progress``.
     The caller has positioned ``loader`` at the first of these steps (``sampler.set_epoch``)."""
@@ -143,7 +151,7 @@ def train_one_epoch(state: TrainState, loader: torch.utils.data.DataLoader, *, s
         for batch in micro:
             failures.update(batch["failed"], len(batch["index"]))
         stats = train_step(state, micro, device=device, amp_dtype=amp_dtype, clip_grad=clip_grad, loss_fn=loss_fn,
-                           mixup=mixup, seed=derive_seed(seed, state.progress.global_step, rank))
+                           mixup=mixup, seed=derive_seed(seed, state.progress.global_step, rank), normalisation=normalisation)
         state.progress.step_in_epoch += 1
         state.progress.global_step += 1
         yield {**stats, "clips": sum(len(b["index"]) for b in micro)}
@@ -374,7 +382,8 @@ def _train_epoch(run: Run, failures: FailureTracker, began: float) -> None:
     window: list[float] = []
     for stats in train_one_epoch(state, run.loader, steps=epoch_steps, accum_steps=cfg.accum_steps, device=dist.device,
                                  amp_dtype=run.amp_dtype, clip_grad=cfg.clip_grad, loss_fn=run.loss, mixup=run.mixup,
-                                 seed=cfg.seed, rank=dist.rank, failures=failures):
+                                 seed=cfg.seed, rank=dist.rank, failures=failures,
+                                 normalisation=run.config.data.normalisation()):
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError(f"the loss is {stats['loss']} at step {state.progress.global_step}; lower "
                                      f"train.lr or set train.clip_grad, and resume from the last checkpoint")
