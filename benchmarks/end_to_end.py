@@ -1,17 +1,20 @@
 """Training from video files against training from clips already in GPU memory (issue 12).
 
-TimeSformer-B divided 8x224, bf16 autocast, AdamW, batch 16 on one GPU. The same training step is
-timed twice in one process: on one batch kept in GPU memory (the step rate the GPU allows), and on
-batches read through tubelet's training loader (``VideoDataset`` + ``build_train_loader``: PyAV
+TimeSformer-B divided 8x224, bf16 autocast, fused AdamW, batch 16 on one GPU. tubelet train's own
+loop (``engine.train.train_one_epoch``, which reads each step's loss) is timed twice in one process:
+on one batch kept in GPU memory (the step rate the GPU allows), and on batches read through tubelet's training loader (``VideoDataset`` + ``build_train_loader``: PyAV
 decoding, 8x8 dense sampling, random resized crop to 224, flip, normalise) from H.264 clips that
 the script encodes itself as ``benchmarks/data_loader.py`` does (10 s, 30 fps, 320x240, keyframe
-every 60 frames), for each worker count asked. The loader alone (no GPU work) is timed too, so the
+every 60 frames), for each worker count asked. The list names each clip many times (an epoch of
+``EPOCH_CLIPS`` samples), so that epochs are long, as a real dataset's are: a list of 48 clips would
+restart the loader's pipeline every three steps. The loader alone (no GPU work) is timed too, so the
 decoder's bound is stated: clips/s, and clips/s per worker. With ``--frame-cache SHORT_SIDE`` the
 clips are also cached (``tubelet.data.frame_cache``, every core; its rate is printed) and the same
 rows are timed reading the cache instead of decoding. Each source runs twice: clips normalised in the
 workers (float32), and clips handed over uint8 and normalised on the GPU, as ``tubelet train`` does.
 
     PYTHONPATH=src python3 benchmarks/end_to_end.py [--workers 8 15] [--videos 64] [--steps 20] [--frame-cache 240]
+        [--sources files cache]
 """
 
 from __future__ import annotations
@@ -29,15 +32,22 @@ import torch.nn.functional as F
 
 from data_loader import encode
 from tubelet.data.datasets import VideoDataset
+from tubelet.data.failures import FailureTracker
 from tubelet.data.frame_cache import build_frame_cache
 from tubelet.data.lists import VideoEntry, VideoList
 from tubelet.data.loader import build_train_loader
 from tubelet.data.sampling import DenseSampler
-from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform, normalize
+from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform
+from tubelet.engine.checkpoint import Progress
+from tubelet.engine.config import TrainConfig
+from tubelet.engine.optim import build_optimizer
+from tubelet.engine.schedule import build_scheduler
+from tubelet.engine.train import TrainState, train_one_epoch
 from tubelet.models.registry import create_model
 
 MODEL = "timesformer_divided_base_p16_8x224"
 CLASSES = 4
+EPOCH_CLIPS = 4096
 
 
 def encode_clips(folder: Path, count: int) -> list[Path]:
@@ -50,16 +60,22 @@ def encode_clips(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def timed_steps(step, batches, steps: int) -> float:
-    """Steps per second over ``steps`` steps after two untimed ones, synchronised at both ends."""
-    for _ in range(2):
-        step(next(batches))
+def timed_loop(state: TrainState, batches, steps: int) -> float:
+    """Clips per second of tubelet train's loop over ``steps`` steps of ``batches`` (an iterator),
+    after two untimed ones, synchronised at both ends."""
+    def run(count: int) -> int:
+        state.progress.step_in_epoch = 0
+        return sum(stats["clips"] for stats in train_one_epoch(
+            state, batches, steps=count, accum_steps=1, device=torch.device("cuda"), amp_dtype=torch.bfloat16,
+            clip_grad=None, loss_fn=F.cross_entropy, mixup=None, seed=0, rank=0, failures=FailureTracker(),
+            normalisation=(IMAGENET_MEAN, IMAGENET_STD)))
+
+    run(2)
     torch.cuda.synchronize()
     start = time.perf_counter()
-    for _ in range(steps):
-        step(next(batches))
+    clips = run(steps)
     torch.cuda.synchronize()
-    return steps / (time.perf_counter() - start)
+    return clips / (time.perf_counter() - start)
 
 
 def item_costs(dataset: VideoDataset, count: int) -> tuple[float, float]:
@@ -92,35 +108,29 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--frame-cache", type=int, metavar="SHORT_SIDE", help="also time training from a frame cache at this short side")
+    parser.add_argument("--frame-cache", type=int, metavar="SHORT_SIDE", default=240,
+                        help="the frame cache's short side (the clips are 320x240)")
+    parser.add_argument("--sources", nargs="+", choices=("files", "cache"), default=["files", "cache"],
+                        help="decode the files, read a frame cache built from them, or both")
     args = parser.parse_args()
-    device = torch.device("cuda")
-    model = create_model(MODEL, num_classes=CLASSES).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-    def step(batch):
-        video = batch["video"].to(device, non_blocking=True)
-        if video.dtype == torch.uint8:  # as tubelet train's step: normalised on the GPU
-            video = normalize(video, IMAGENET_MEAN, IMAGENET_STD, channel_dim=-4)
-        label = batch["label"].to(device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(video), label)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    resident = {"video": torch.randn(args.batch, 3, 8, 224, 224, device=device),
-                "label": torch.randint(CLASSES, (args.batch,), device=device)}
-    in_memory = timed_steps(step, iter(lambda: resident, None), args.steps) * args.batch
+    model = create_model(MODEL, num_classes=CLASSES).cuda()
+    optimizer = build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-4, weight_decay=0.05))
+    scheduler = build_scheduler(optimizer, total_steps=10**6, warmup_steps=0, min_factor=1.0)
+    state = TrainState(model, model, optimizer, scheduler, torch.amp.GradScaler(enabled=False), None, Progress())
+    resident = {"video": torch.randint(256, (args.batch, 3, 8, 224, 224), dtype=torch.uint8, device="cuda"),
+                "label": torch.randint(CLASSES, (args.batch,), device="cuda"), "index": torch.arange(args.batch),
+                "failed": []}
+    in_memory = timed_loop(state, itertools.repeat(resident), args.steps)
     print(f"device: {torch.cuda.get_device_name()}, {os.cpu_count()} CPU cores, torch {torch.__version__}")
     print(f"in GPU memory: {in_memory:.1f} clips/s")
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         paths = encode_clips(Path(scratch), args.videos)
         print(f"encoded {len(paths)} clips in {time.perf_counter() - start:.1f} s")
-        video_list = VideoList(tuple(VideoEntry(p, i % CLASSES) for i, p in enumerate(paths)), tuple("abcd"))
-        sources = {"files": None}  # source -> frame cache; each also with clips handed over uint8
-        if args.frame_cache:
+        video_list = VideoList(tuple(VideoEntry(paths[i % len(paths)], i % CLASSES) for i in range(EPOCH_CLIPS)),
+                               tuple("abcd"))
+        sources = {"files": None} if "files" in args.sources else {}  # source -> frame cache
+        if "cache" in args.sources:
             cache = Path(scratch) / "cache"
             start = time.perf_counter()
             results = build_frame_cache(paths, cache, short_side=args.frame_cache, workers=os.cpu_count() or 1)
@@ -146,7 +156,7 @@ def main() -> None:
                 for _ in range(args.steps):
                     next(batches)
                 alone = args.steps * args.batch / (time.perf_counter() - start)
-                trained = timed_steps(step, batches, args.steps) * args.batch
+                trained = timed_loop(state, batches, args.steps)
                 print(f"| {source} | {workers} | {alone:.1f} | {alone / workers:.2f} | {trained:.1f} | {trained / in_memory:.2f} |",
                       flush=True)
                 del loader, batches
