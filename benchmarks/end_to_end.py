@@ -1,20 +1,23 @@
 """Training from video files against training from clips already in GPU memory (issue 12).
 
-TimeSformer-B divided 8x224, bf16 autocast, fused AdamW, batch 16 on one GPU. tubelet train's own
-loop (``engine.train.train_one_epoch``, which reads each step's loss) is timed twice in one process:
-on one batch kept in GPU memory (the step rate the GPU allows), and on batches read through tubelet's training loader (``VideoDataset`` + ``build_train_loader``: PyAV
-decoding, 8x8 dense sampling, random resized crop to 224, flip, normalise) from H.264 clips that
-the script encodes itself as ``benchmarks/data_loader.py`` does (10 s, 30 fps, 320x240, keyframe
-every 60 frames), for each worker count asked. The list names each clip many times (an epoch of
-``EPOCH_CLIPS`` samples), so that epochs are long, as a real dataset's are: a list of 48 clips would
-restart the loader's pipeline every three steps. The loader alone (no GPU work) is timed too, so the
-decoder's bound is stated: clips/s, and clips/s per worker. With ``--frame-cache SHORT_SIDE`` the
-clips are also cached (``tubelet.data.frame_cache``, every core; its rate is printed) and the same
-rows are timed reading the cache instead of decoding. Each source runs twice: clips normalised in the
-workers (float32), and clips handed over uint8 and normalised on the GPU, as ``tubelet train`` does.
+TimeSformer-B divided 8x224, bf16 autocast, AdamW, batch 16 on one GPU. tubelet train's own loop
+(``engine.train.train_one_epoch``, which reads each step's loss) is timed in one process on one
+batch kept in GPU memory (the step rate the GPU allows), and on batches read through tubelet's
+training stream (``VideoDataset`` + ``build_train_stream``: PyAV decoding, 8x8 dense sampling,
+random resized crop to 224, flip, normalise) from H.264 clips that the script encodes itself as
+``benchmarks/data_loader.py`` does (10 s, 30 fps, 320x240, keyframe every 60 frames), for each
+worker count asked. The loader alone (no GPU work) is timed too, so the decoder's bound is stated:
+clips/s, and clips/s per worker.
+
+Sources: the files, and a frame cache built from them (``tubelet.data.frame_cache``, every core;
+its rate is printed); each with clips normalised in the workers (float32) and handed over uint8 and
+normalised on the GPU, as ``tubelet train`` does. The list names the clips over and over, an epoch
+of ``--epoch-clips`` samples; ``--loaders epochs`` also times a new loader iterator each epoch
+(``build_train_loader``, as tubelet train did before its stream), which short epochs make pay for
+workers that start each epoch empty.
 
     PYTHONPATH=src python3 benchmarks/end_to_end.py [--workers 8 15] [--videos 64] [--steps 20] [--frame-cache 240]
-        [--sources files cache]
+        [--sources files cache] [--handover float uint8] [--epoch-clips 4096] [--loaders stream epochs]
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from tubelet.data.datasets import VideoDataset
 from tubelet.data.failures import FailureTracker
 from tubelet.data.frame_cache import build_frame_cache
 from tubelet.data.lists import VideoEntry, VideoList
-from tubelet.data.loader import build_train_loader
+from tubelet.data.loader import build_train_loader, build_train_stream
 from tubelet.data.sampling import DenseSampler
 from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform
 from tubelet.engine.checkpoint import Progress
@@ -47,7 +50,6 @@ from tubelet.models.registry import create_model
 
 MODEL = "timesformer_divided_base_p16_8x224"
 CLASSES = 4
-EPOCH_CLIPS = 4096
 
 
 def encode_clips(folder: Path, count: int) -> list[Path]:
@@ -98,6 +100,7 @@ def item_costs(dataset: VideoDataset, count: int) -> tuple[float, float]:
 
 
 def forever(loader):
+    """A new pass over ``loader`` each epoch, without end."""
     while True:
         yield from loader
 
@@ -112,6 +115,11 @@ def main() -> None:
                         help="the frame cache's short side (the clips are 320x240)")
     parser.add_argument("--sources", nargs="+", choices=("files", "cache"), default=["files", "cache"],
                         help="decode the files, read a frame cache built from them, or both")
+    parser.add_argument("--handover", nargs="+", choices=("float", "uint8"), default=["float", "uint8"],
+                        help="clips normalised in the workers (float), or on the GPU (uint8)")
+    parser.add_argument("--epoch-clips", type=int, nargs="+", default=[4096], help="samples an epoch")
+    parser.add_argument("--loaders", nargs="+", choices=("stream", "epochs"), default=["stream"],
+                        help="one iterator for every epoch (tubelet train), or a new one each epoch")
     args = parser.parse_args()
     model = create_model(MODEL, num_classes=CLASSES).cuda()
     optimizer = build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-4, weight_decay=0.05))
@@ -127,8 +135,6 @@ def main() -> None:
         start = time.perf_counter()
         paths = encode_clips(Path(scratch), args.videos)
         print(f"encoded {len(paths)} clips in {time.perf_counter() - start:.1f} s")
-        video_list = VideoList(tuple(VideoEntry(paths[i % len(paths)], i % CLASSES) for i in range(EPOCH_CLIPS)),
-                               tuple("abcd"))
         sources = {"files": None} if "files" in args.sources else {}  # source -> frame cache
         if "cache" in args.sources:
             cache = Path(scratch) / "cache"
@@ -139,25 +145,31 @@ def main() -> None:
             print(f"cached {len(paths)} clips at short side {args.frame_cache} in {seconds:.1f} s "
                   f"({len(paths) / seconds:.2f} videos/s on {os.cpu_count()} cores)")
             sources["frame cache"] = cache
-        print("| source | workers | loader alone clips/s | per worker | training clips/s | / in memory |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for (name, cache), dtype in itertools.product(sources.items(), (torch.float32, torch.uint8)):
-            source = f"{name}, {'uint8' if dtype == torch.uint8 else 'float'} clips"
+        print("| source | epoch clips | loader | workers | loader alone clips/s | per worker | training clips/s | / in memory |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for (name, cache), dtype, epoch_clips in itertools.product(sources.items(), args.handover, args.epoch_clips):
+            source = f"{name}, {dtype} clips"
+            video_list = VideoList(tuple(VideoEntry(paths[i % len(paths)], i % CLASSES) for i in range(epoch_clips)),
+                                   tuple("abcd"))
             dataset = VideoDataset(video_list, num_frames=8, sampler=DenseSampler(interval=8),
-                                   transform=TrainTransform(224, output_dtype=dtype), frame_cache=cache)
+                                   transform=TrainTransform(224, output_dtype=getattr(torch, dtype)), frame_cache=cache)
             read_ms, item_ms = item_costs(dataset, min(32, len(paths)))
             print(f"| {source} | one process, 1 thread: read {read_ms:.1f} ms + transform {item_ms - read_ms:.1f} ms a clip | "
-                  f"{1e3 / item_ms:.1f} | | | |")
-            for workers in args.workers:
-                loader = build_train_loader(dataset, batch_size=args.batch, num_workers=workers, seed=0)
-                batches = forever(loader)
+                  f"| | {1e3 / item_ms:.1f} | | | |")
+            for loader_kind, workers in itertools.product(args.loaders, args.workers):
+                if loader_kind == "stream":
+                    loader = build_train_stream(dataset, batch_size=args.batch, num_workers=workers, seed=0)
+                    batches = iter(loader)
+                else:
+                    loader = build_train_loader(dataset, batch_size=args.batch, num_workers=workers, seed=0)
+                    batches = forever(loader)
                 next(batches)
                 start = time.perf_counter()
                 for _ in range(args.steps):
                     next(batches)
                 alone = args.steps * args.batch / (time.perf_counter() - start)
                 trained = timed_loop(state, batches, args.steps)
-                print(f"| {source} | {workers} | {alone:.1f} | {alone / workers:.2f} | {trained:.1f} | {trained / in_memory:.2f} |",
+                print(f"| {source} | {epoch_clips} | {loader_kind} | {workers} | {alone:.1f} | {alone / workers:.2f} | {trained:.1f} | {trained / in_memory:.2f} |",
                       flush=True)
                 del loader, batches
 

@@ -3,6 +3,7 @@ in train and eval modes, determinism, sharding, failure accounting."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from tubelet.data.datasets import VideoDataset
 from tubelet.data.decode import DecodeError
 from tubelet.data.failures import FailureTracker, TooManyDecodeFailures
 from tubelet.data.lists import VideoEntry, VideoList, read_video_list
-from tubelet.data.loader import EpochShuffleSampler, ShardSampler, build_eval_loader, build_train_loader
+from tubelet.data.loader import (EpochShuffleSampler, EpochStream, ShardSampler, build_eval_loader, build_train_loader,
+                                 build_train_stream)
 from tubelet.data.sampling import DenseSampler, UniformSampler
 
 BAD_KINDS = ["zero.mp4", "truncated.mp4", "noise.mp4", "audio_as_video.mp4", "missing.mp4"]
@@ -169,6 +171,40 @@ def test_train_loader_same_batches_whatever_the_worker_count(videos):
     assert [b["index"].tolist() for b in one] == [b["index"].tolist() for b in two]
     assert all(torch.equal(a["video"], b["video"]) and torch.equal(a["label"], b["label"]) for a, b in zip(one, two))
     assert set(one[0]) == {"video", "label", "index", "failed"}
+
+
+def _pairs(batches) -> list[list[int]]:
+    return [batch["index"].tolist() for batch in batches]
+
+
+def test_the_train_stream_is_the_loaders_epochs_one_after_another(videos):
+    dataset = make_dataset(videos, good_names() + ["zero.mp4"])  # 7 videos: 3 batches of 2 an epoch
+    loader = build_train_loader(dataset, batch_size=2, num_workers=0, seed=5)
+    epochs = [list(loader) for _ in range(3)]
+    for workers in (0, 2):
+        stream = build_train_stream(dataset, batch_size=2, num_workers=workers, seed=5)
+        assert stream.batch_sampler.batches_per_epoch == 3
+        streamed = list(itertools.islice(stream, 9))
+        assert _pairs(streamed) == _pairs(b for epoch in epochs for b in epoch)
+        assert all(torch.equal(a["video"], b["video"]) for a, b in zip(streamed, (b for e in epochs for b in e)))
+    # each epoch whole steps of two batches: the third batch of every epoch is left out
+    grouped = build_train_stream(dataset, batch_size=2, num_workers=0, seed=5, group=2)
+    assert grouped.batch_sampler.batches_per_epoch == 2
+    assert _pairs(itertools.islice(grouped, 4)) == _pairs(epochs[0][:2] + epochs[1][:2])
+
+
+def test_the_train_stream_seeks_into_an_epoch():
+    sampler = EpochShuffleSampler(11, seed=2, rank=1, world_size=2)  # 6 pairs a rank: 2 batches of 3
+    stream = EpochStream(sampler, batch_size=3)
+    whole = list(itertools.islice(stream, 6))
+    stream.seek(1, 1)
+    assert list(itertools.islice(stream, 3)) == whole[3:]
+    assert whole[:2] == [list(itertools.islice(sampler.pairs(0), 3)), list(sampler.pairs(0, 3))]
+    with pytest.raises(ValueError, match="batch 2 is outside an epoch of 2 batches"):
+        stream.seek(0, 2)
+    with pytest.raises(ValueError, match="batch_size and group must be at least 1"):
+        EpochStream(sampler, batch_size=3, group=0)
+    assert list(EpochStream(sampler, batch_size=7)) == []  # fewer pairs than a batch: no batch, and no end-less loop
 
 
 def test_train_loader_labels_and_modes(videos):

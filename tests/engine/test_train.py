@@ -5,6 +5,7 @@ import safetensors.torch
 import torch
 
 import tubelet
+from tubelet.data.loader import EpochStream
 from tubelet.engine import checkpoint as ckpt
 from tubelet.engine import train as train_module
 from tubelet.engine.config import load_config
@@ -113,6 +114,20 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny_synth, monk
         assert torch.equal(ema[key], expected[1][key]), key
     steps = [r["step"] for r in train_module.read_metrics(tmp_path / "resumed") if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]  # records of the lost step were dropped on resume
+
+
+def test_every_epoch_of_a_run_comes_from_one_pass_over_the_training_stream(tmp_path, tiny_synth, monkeypatch):
+    passes, real_iter = [], EpochStream.__iter__
+
+    def counted(stream):  # a generator: counted when a pass begins, not when the DataLoader merely calls iter()
+        passes.append(stream.batches_per_epoch)
+        yield from real_iter(stream)
+
+    monkeypatch.setattr(EpochStream, "__iter__", counted)
+    config = load_config(None, tiny_overrides(tiny_synth) + ["data.num_workers=1", "train.save_every_steps=null"])
+    fit(config, tmp_path, stream=io.StringIO())
+    steps = [r["step"] for r in train_module.read_metrics(tmp_path) if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6] and passes == [3]  # two epochs of three steps, one iterator
 
 
 def test_run_folder_holds_config_logs_plots_and_best(tmp_path, tiny_synth):

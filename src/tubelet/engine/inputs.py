@@ -10,7 +10,7 @@ import torch
 
 from tubelet.data.datasets import VideoDataset
 from tubelet.data.lists import VideoList, read_any, read_class_names
-from tubelet.data.loader import build_eval_loader, build_train_loader
+from tubelet.data.loader import build_eval_loader, build_train_stream
 from tubelet.data.sampling import ClipSampler, DenseSampler, UniformSampler
 from tubelet.data.transforms import EvalTransform, TrainTransform, mirror_label_map
 from tubelet.engine.config import DataConfig
@@ -74,11 +74,13 @@ def eval_dataset(data: DataConfig, videos: VideoList, *, views: tuple[int, int],
                         mode="eval", views=views, frame_cache=frame_cache)
 
 
-def train_loader(data: DataConfig, videos: VideoList, *, seed: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1) -> torch.utils.data.DataLoader:
-    """This rank's shuffled, seeded batches of ``train_dataset`` (``data.num_workers`` workers)."""
-    return build_train_loader(train_dataset(data, videos, seed=seed), batch_size=batch_size,
-                              num_workers=data.num_workers, seed=seed, rank=rank, world_size=world_size)
+def train_stream(data: DataConfig, videos: VideoList, *, seed: int, batch_size: int, accum_steps: int = 1,
+                 rank: int = 0, world_size: int = 1) -> torch.utils.data.DataLoader:
+    """This rank's shuffled, seeded batches of ``train_dataset``, epoch after epoch in one pass
+    (``build_train_stream``; ``data.num_workers`` workers), each epoch whole steps of ``accum_steps``
+    batches."""
+    return build_train_stream(train_dataset(data, videos, seed=seed), batch_size=batch_size, num_workers=data.num_workers,
+                              seed=seed, rank=rank, world_size=world_size, group=accum_steps)
 
 
 def eval_loader(data: DataConfig, videos: VideoList, *, views: tuple[int, int], resize_to: int | None,

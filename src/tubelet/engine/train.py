@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TextIO
+from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ from tubelet.engine.device import autocast, autocast_dtype
 from tubelet.engine.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from tubelet.engine.ema import ModelEma
 from tubelet.engine.evaluate import evaluate
-from tubelet.engine.inputs import eval_loader, read_split, train_loader, train_split
+from tubelet.engine.inputs import eval_loader, read_split, train_split, train_stream
 from tubelet.engine.optim import build_optimizer
 from tubelet.engine.parallel import (check_parallel, clip_grad_norm, full_state, gradient_sync, load_full_state,
                                      whole_weights, wrap_model)
@@ -138,14 +138,14 @@ def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.de
     return {"loss": float(total), "lr": lr, "grad_norm": grad_norm}
 
 
-def train_one_epoch(state: TrainState, loader: torch.utils.data.DataLoader, *, steps: int, accum_steps: int,
+def train_one_epoch(state: TrainState, batches: Iterable[dict], *, steps: int, accum_steps: int,
                     device: torch.device, amp_dtype: torch.dtype | None, clip_grad: float | None, loss_fn: Callable,
                     mixup: MixupCutmix | None, seed: int, rank: int, failures: FailureTracker,
                     normalisation: tuple[Sequence[float], Sequence[float]] | None = None) -> Iterator[dict[str, float]]:
     """Optimiser steps ``progress.step_in_epoch .. steps - 1`` of the epoch ``progress.epoch``,
     yielding each step's statistics (and the clips it saw) after updating ``state.progress``.
-    The caller has positioned ``loader`` at the first of these steps (``sampler.set_epoch``)."""
-    batches = iter(loader)
+    ``batches`` (a loader, or the run's iterator over its stream) begins at the first of these steps."""
+    batches = iter(batches)
     while state.progress.step_in_epoch < steps:
         micro = [next(batches) for _ in range(accum_steps)]
         for batch in micro:
@@ -272,7 +272,7 @@ class Run:
     run_dir: Path
     dist: DistContext
     state: TrainState
-    loader: torch.utils.data.DataLoader
+    loader: torch.utils.data.DataLoader  # the training stream (build_train_stream): every epoch in one pass
     val_loader: torch.utils.data.DataLoader | None
     class_names: tuple[str, ...]
     multi_label: bool
@@ -329,15 +329,15 @@ def setup_run(config: Config, run_dir: str | Path, *, resume: bool = False, allo
     val_videos = read_split(config.data.val, videos.class_names, "data.val") if config.data.val else None
     model, running = _training_model(config, videos.num_classes, list(videos.class_names), videos.multi_label, dist, stream)
     ema = ModelEma(model, train_cfg.ema_decay) if train_cfg.ema_decay is not None else None
-    loader = train_loader(config.data, videos, seed=train_cfg.seed, batch_size=micro_batch, rank=dist.rank,
-                          world_size=dist.world_size)
+    loader = train_stream(config.data, videos, seed=train_cfg.seed, batch_size=micro_batch,
+                          accum_steps=train_cfg.accum_steps, rank=dist.rank, world_size=dist.world_size)
     val_loader = None
     if val_videos is not None:
         val_loader = eval_loader(config.data, val_videos, views=config.eval.views, resize_to=config.eval.resize_to,
                                  batch_size=config.eval.batch_size, rank=dist.rank, world_size=dist.world_size,
                                  frame_cache=config.data.frame_cache)
 
-    steps_per_epoch = len(loader) // train_cfg.accum_steps
+    steps_per_epoch = loader.batch_sampler.batches_per_epoch // train_cfg.accum_steps
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size={train_cfg.batch_size} is larger than the {len(videos)} training videos")
     total_steps = train_cfg.epochs * steps_per_epoch
@@ -370,17 +370,17 @@ def setup_run(config: Config, run_dir: str | Path, *, resume: bool = False, allo
     return run
 
 
-def _train_epoch(run: Run, failures: FailureTracker, began: float) -> None:
-    """The rest of the current epoch's steps, logging the mean loss every ``train.log_every`` steps
-    and at the epoch's end, and checkpointing every ``train.save_every_steps`` within it."""
+def _train_epoch(run: Run, batches: Iterator[dict], failures: FailureTracker, began: float) -> None:
+    """The rest of the current epoch's steps from ``batches`` (the run's stream), logging the mean
+    loss every ``train.log_every`` steps and at the epoch's end, and checkpointing every
+    ``train.save_every_steps`` within it."""
     state, cfg, dist = run.state, run.config.train, run.dist
     epoch = state.progress.epoch
-    run.loader.sampler.set_epoch(epoch, start=state.progress.step_in_epoch * cfg.accum_steps * run.micro_batch)
     epoch_steps = min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch)
     bar = ProgressBar(epoch_steps, desc=f"epoch {epoch + 1}/{run.epochs}", start=state.progress.step_in_epoch,
                       stream=run.stream, enabled=dist.is_main and cfg.progress)
     window: list[float] = []
-    for stats in train_one_epoch(state, run.loader, steps=epoch_steps, accum_steps=cfg.accum_steps, device=dist.device,
+    for stats in train_one_epoch(state, batches, steps=epoch_steps, accum_steps=cfg.accum_steps, device=dist.device,
                                  amp_dtype=run.amp_dtype, clip_grad=cfg.clip_grad, loss_fn=run.loss, mixup=run.mixup,
                                  seed=cfg.seed, rank=dist.rank, failures=failures,
                                  normalisation=run.config.data.normalisation()):
@@ -438,9 +438,11 @@ def train_loop(run: Run) -> dict:
     failures = FailureTracker(run.config.data.max_decode_failures)
     metrics: dict = {}
     began, first_step = time.perf_counter(), state.progress.global_step
+    run.loader.batch_sampler.seek(state.progress.epoch, state.progress.step_in_epoch * run.config.train.accum_steps)
+    batches = iter(run.loader)  # one pass for every epoch: the workers run on across their ends
     while not run.finished:
         epoch = state.progress.epoch
-        _train_epoch(run, failures, began)
+        _train_epoch(run, batches, failures, began)
         validate = run.val_loader is not None and ((epoch + 1) % run.config.eval.every == 0 or run.finished)
         if validate:
             with whole_weights(state.module):  # shards of the videos may differ in length
