@@ -179,16 +179,8 @@ def build_train_loader(
                              batch_size=batch_size, drop_last=drop_last)
 
 
-def build_train_stream(
-    dataset: VideoDataset,
-    *,
-    batch_size: int,
-    num_workers: int,
-    seed: int,
-    rank: int = 0,
-    world_size: int = 1,
-    group: int = 1,
-) -> torch.utils.data.DataLoader:
+def build_train_stream(dataset: VideoDataset, *, batch_size: int, num_workers: int, seed: int, rank: int = 0,
+                       world_size: int = 1, group: int = 1) -> torch.utils.data.DataLoader:
     """The batches of ``build_train_loader``'s epochs (``drop_last``) in one endless pass, each epoch
     a whole number of ``group``-batch optimiser steps; ``loader.batch_sampler`` is its
     :class:`EpochStream` (``seek(epoch, batch)`` positions the next iterator)."""
