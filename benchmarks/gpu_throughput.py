@@ -17,11 +17,14 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   against its byte floor; ``--step-dot-operands`` and ``--step-key-split`` set the variant that
   every other section runs;
 - ``sdpa``: softmax attention alone, each kernel of the switch (``tubelet.attention.sdpa``) at the
-  sequence lengths the models meet (8 and 16: temporal steps; 197: a 224 px frame with its class
+  sequence lengths the models meet (8, 16 and 32: temporal steps; 197: a 224 px frame with its class
   token; 785: a 448 px frame), bf16, forward and forward + backward, with its relative error
   against float64; then TimeSformer-B 8x224 at batch 32 with each kernel;
 - ``profile``: one LVT base 16x224 forward at batch 1 under ``torch.profiler`` with each backend:
   kernel launches, CPU and GPU time, the operators with GPU time called most often;
+- ``short-keys``: ``auto`` with each short-sequence kernel (``sdpa.SHORT_KEY_KERNEL``: tubelet's
+  Triton kernel or the memory-efficient one) on TimeSformer-B 8x224 (inference at batch 1 and 32,
+  training at 16) and ViViT-B factorised self-attention 32x224 (batch 8);
 - ``timesformer``: TimeSformer-B divided 8x224 inference at batch 1 and 32, tubelet vs transformers,
   and tubelet's steps replayed from a CUDA graph (``--cuda-graph``);
 - ``train``: its training step (AdamW) at batch 16, tubelet vs transformers;
@@ -70,6 +73,7 @@ from pathlib import Path
 
 import torch
 
+from tubelet.attention import sdpa
 from tubelet.bench import BenchConfig, command_line, markdown, run_bench
 from tubelet.bench.run import linear_backend
 from tubelet.bench.timing import synchronize, time_repetitions
@@ -96,6 +100,7 @@ class Variant:
 
     label: str
     config: BenchConfig
+    short_key_kernel: str | None = None  # sdpa.SHORT_KEY_KERNEL for the run (None: the default)
 
 
 def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tuple[str, str]]]]:
@@ -106,6 +111,16 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
         "sdpa-models": ([Variant(f"sdpa {name}", BenchConfig(models=(TSF,), batches=(32,), sdpa_backend=name, **run))
                          for name in ("auto", "flash", "cudnn", "efficient", "math")],
                         [(f"sdpa {name}", "sdpa auto") for name in ("flash", "cudnn", "efficient", "math")]),
+        "short-keys": ([
+            Variant(f"{kernel} short keys", BenchConfig(models=(TSF,), batches=(1, 32), **run), short_key_kernel=kernel)
+            for kernel in ("triton", "efficient")
+        ] + [
+            Variant(f"{kernel} short keys", BenchConfig(models=(TSF,), batches=(16,), mode="train", **run), short_key_kernel=kernel)
+            for kernel in ("triton", "efficient")
+        ] + [
+            Variant(f"{kernel} short keys", BenchConfig(models=(VIVIT3,), batches=(8,), **run), short_key_kernel=kernel)
+            for kernel in ("triton", "efficient")
+        ], [("triton short keys", "efficient short keys")]),
         "timesformer": ([Variant("tubelet", BenchConfig(models=(TSF,), batches=(1, 32), compare=True, **run)),
                          Variant("tubelet graph", BenchConfig(models=(TSF,), batches=(1, 32), cuda_graph=True, **run))],
                         [("tubelet", "transformers"), ("tubelet graph", "transformers"), ("tubelet graph", "tubelet")]),
@@ -205,7 +220,8 @@ def _bench_section(name: str, variants: list[Variant], pairs: list[tuple[str, st
     rows, parts = [], [f"## {name}", ""]
     for variant in variants:
         print(f"[{name}] {variant.label}: {command_line(variant.config)}", file=sys.stderr, flush=True)
-        result = run_bench(variant.config, log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+        with sdpa.SHORT_KEY_KERNEL.using(variant.short_key_kernel):
+            result = run_bench(variant.config, log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
         for row in result["rows"]:
             row["label"] = _label(variant, row)
             row["section"] = name
@@ -366,14 +382,13 @@ def _step_section(reps: int, warmup: int) -> tuple[list[dict], str]:
 SDPA_SHAPES = {  # length -> [sequences, heads] of the model and batch that meets it
     8: (6272, 12, "TimeSformer-B 8x224 batch 32, temporal"),
     16: (3136, 12, "16x224 batch 16, temporal"),
+    32: (1568, 12, "32x224 batch 8, temporal"),
     197: (256, 12, "8x224 batch 32, spatial"),
     785: (32, 12, "a 448 px frame, 32 frames"),
 }
 
 
 def _sdpa_section(reps: int, warmup: int) -> tuple[list[dict], str]:
-    from tubelet.attention import sdpa
-
     lines = ["## sdpa", "", f"Softmax attention alone, `[N, heads, L, 64]` bf16, median of {reps} after {warmup} (CUDA events); "
              "error: relative L2 against float64 on the first 64 sequences.", "",
              "| length | shape, where | backend | forward ms | forward + backward ms | rel. error out | rel. error grads (max) |",
@@ -393,7 +408,7 @@ def _sdpa_section(reps: int, warmup: int) -> tuple[list[dict], str]:
                     both = statistics.median(time_repetitions(lambda: torch.autograd.grad(sdpa.attention(q, k, v), (q, k, v), grad), DEVICE, warmup=warmup, reps=reps))
                     out = sdpa.attention(q[:64], k[:64], v[:64])
                     grads = torch.autograd.grad(out, (q, k, v), grad[:64])
-            except RuntimeError as failure:
+            except (RuntimeError, ValueError) as failure:  # a kernel that cannot run the call
                 lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {name} | - | - | - | {str(failure).splitlines()[0][:80]} |")
                 continue
             row = dict(section="sdpa", length=length, backend=name, forward_ms=forward * 1e3, forward_backward_ms=both * 1e3,

@@ -381,7 +381,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reps", type=_positive(int), default=10, help="timed steps per cell, the median is reported (default: 10)")
     bench.add_argument("--warmup", type=_positive(int), default=3, help="untimed steps first (default: 3)")
     bench.add_argument("--linear-backend", metavar="NAME", help="linear attention implementation: torch or triton")
-    bench.add_argument("--sdpa-backend", metavar="NAME", help="softmax attention kernel: auto, flash, cudnn, efficient or math")
+    bench.add_argument("--sdpa-backend", metavar="NAME", help="softmax attention kernel: auto, flash, cudnn, efficient, math or triton")
     bench.add_argument("--norm-backend", metavar="NAME", help="LayerNorm in autocast inference: auto (default: triton for large CUDA inputs), torch, or triton (one kernel, 16-bit output)")
     bench.add_argument("--layout", metavar="NAME", help="attention's groups of tokens: auto (default: view for large steps), permute (copies) or view (strided views)")
     bench.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value", help="constructor arguments of every model")

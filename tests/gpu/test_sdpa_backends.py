@@ -26,13 +26,17 @@ def relative_error(got, want):
     return ((got.double() - want).norm() / want.norm()).item()
 
 
-@pytest.mark.parametrize("backend", ["auto", "flash", "cudnn", "efficient", "math"])
+@pytest.mark.parametrize("backend", sdpa.SDPA_BACKENDS)
 @pytest.mark.parametrize("length", sorted(SHAPES))
 def test_each_kernel_equals_the_reference(backend, length):
     sequences, heads = SHAPES[length]
     g = torch.Generator(device="cuda").manual_seed(length)
     q, k, v, grad = (torch.randn(sequences, heads, length, 64, device="cuda", generator=g).bfloat16() for _ in range(4))
     q, k, v = (t.requires_grad_() for t in (q, k, v))
+    if backend == "triton" and length > 32:
+        with sdpa.sdpa_backend(backend), pytest.raises(ValueError, match=f"at most 32 queries and keys, got {length}"):
+            sdpa.attention(q, k, v)
+        return
     with sdpa.sdpa_backend(backend):
         out = sdpa.attention(q, k, v)
         grads = torch.autograd.grad(out, (q, k, v), grad)
@@ -44,7 +48,7 @@ def test_each_kernel_equals_the_reference(backend, length):
         assert relative_error(got, want) < TOLERANCE
 
 
-@pytest.mark.parametrize("backend", ["auto", "flash", "cudnn", "efficient", "math"])
+@pytest.mark.parametrize("backend", sdpa.SDPA_BACKENDS)
 def test_each_kernel_reads_the_view_layouts_temporal_groups(backend):
     """``ATTENTION_LAYOUT = "view"``'s temporal groups: ``[B, T*HW, D]`` tokens read as
     ``[B, HW*heads, T, d]`` (TimeSformer-B 8x224 batch 4: 2,352 "heads" of 8 keys), strided, no copy."""
@@ -68,7 +72,7 @@ def test_each_kernel_reads_the_view_layouts_temporal_groups(backend):
         assert relative_error(got, want) < TOLERANCE
 
 
-@pytest.mark.parametrize("backend", ["auto", "flash", "efficient"])
+@pytest.mark.parametrize("backend", ["auto", "flash", "efficient", "triton"])
 def test_a_sequence_batch_above_the_grid_limit_runs_and_is_exact(backend):
     sequences = sdpa.MAX_GRID_SEQUENCES + 4465  # 70,000 temporal sequences of 8 frames
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -88,14 +92,47 @@ def _kernels_of(call) -> list[str]:
 
 
 def test_auto_takes_the_efficient_kernel_for_short_keys_from_the_first_call_and_leaves_no_state():
-    """The first short-key call already runs the memory-efficient kernel (a priority order set for
-    the call did not apply to its first call on torch 2.11), and the global priority order is the
-    same after the call as before."""
+    """With ``SHORT_KEY_KERNEL`` ``efficient``, the first short-key call already runs the
+    memory-efficient kernel (a priority order set for the call did not apply to its first call on
+    torch 2.11), and the global priority order is the same after the call as before."""
     before = torch._C._get_sdp_priority_order()
     q = torch.randn(64, 2, 4, 16, device="cuda", dtype=torch.bfloat16)
-    kernels = _kernels_of(lambda: sdpa.attention(q, q, q))
+    with sdpa.SHORT_KEY_KERNEL.using("efficient"):
+        kernels = _kernels_of(lambda: sdpa.attention(q, q, q))
     assert any("fmha_cutlass" in name or "efficient" in name.lower() for name in kernels), kernels
     assert torch._C._get_sdp_priority_order() == before
+
+
+@pytest.fixture
+def short_keys_to_triton():
+    with sdpa.SHORT_KEY_KERNEL.using("triton"):
+        yield
+
+
+def test_auto_takes_the_triton_kernel_for_short_sequences_only(short_keys_to_triton):
+    """With ``SHORT_KEY_KERNEL`` ``triton``, ``auto`` runs tubelet's kernel for at most 32 queries
+    and keys without a mask, and PyTorch's kernels for longer sequences or a mask."""
+    short = torch.randn(64, 2, 32, 16, device="cuda", dtype=torch.bfloat16)
+    long = torch.randn(4, 2, 33, 16, device="cuda", dtype=torch.bfloat16)
+    assert any("_forward_kernel" in name for name in _kernels_of(lambda: sdpa.attention(short, short, short)))
+    assert not any("_forward_kernel" in name for name in _kernels_of(lambda: sdpa.attention(long, long, long)))
+    mask = torch.ones(32, 32, device="cuda", dtype=torch.bool)
+    assert not any("_forward_kernel" in name for name in _kernels_of(lambda: sdpa.attention(short, short, short, mask)))
+
+
+def test_a_compiled_divided_model_calls_the_triton_kernel_and_equals_eager(short_keys_to_triton):
+    import tubelet
+
+    torch.manual_seed(0)
+    model = tubelet.create_model("timesformer_divided_tiny_p8_8x32", num_classes=5).cuda().eval()
+    video = torch.randn(2, 3, 8, 32, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        eager = model(video)
+        compiled = torch.compile(model, fullgraph=True)
+        kernels = _kernels_of(lambda: compiled(video))
+        out = compiled(video)
+    assert any("_forward_kernel" in name for name in kernels)
+    assert relative_error(out, eager.double()) < TOLERANCE
 
 
 def test_activation_checkpointing_recomputes_the_forward_exactly():

@@ -10,16 +10,21 @@ launch.
 
 | name | kernel | when it applies |
 | --- | --- | --- |
-| ``auto`` (default) | PyTorch's choice, except ``efficient`` for keys of at most 16 on CUDA | always |
+| ``auto`` (default) | PyTorch's choice, except ``efficient`` for keys of at most 16 on CUDA (or, with ``SHORT_KEY_KERNEL`` ``triton``, ``triton`` for at most 32 queries and keys) | always |
 | ``flash`` | FlashAttention-2 | CUDA, fp16/bf16, no mask; also the CPU flash kernel |
 | ``cudnn`` | cuDNN's fused attention | CUDA (Hopper: its flash kernel) |
 | ``efficient`` | memory-efficient attention (xFormers) | CUDA, any dtype, masks |
 | ``math`` | the unfused reference (``softmax(QK^T/sqrt(d))V`` as matmuls) | always |
+| ``triton`` | tubelet's kernel for a few keys (``tubelet.kernels.short_attention``) | CUDA, at most 32 queries and keys, no mask, no dropout |
 
-``auto``'s exception is measured (H200, bf16, ``benchmarks/gpu_throughput.py --sections sdpa``,
+``auto``'s exceptions are measured (H200, bf16, ``benchmarks/gpu_throughput.py --sections sdpa``,
 BENCHMARKS.md): at 8 and 16 keys, TimeSformer's temporal steps, the memory-efficient kernel takes
 0.66x the time of PyTorch's choice there (cuDNN) and of flash, while at 197 and 785 keys cuDNN is
-fastest. Under ``torch.compile`` ``auto`` leaves the choice to the compiler.
+fastest. tubelet's kernel for short sequences (``tubelet.kernels.short_attention``) is built to
+beat both at 8-32 keys, where the flash-style kernels pad each sequence to a 64-row tile;
+``SHORT_KEY_KERNEL`` (``efficient``, the default until the kernel's GPU measurement, or
+``triton``) says which of the two ``auto`` takes. Under ``torch.compile`` the Triton kernel is a
+custom operator the compiler calls; the memory-efficient rule leaves the choice to the compiler.
 
 A named kernel that cannot run a call is an error from PyTorch naming why, never a silent
 fallback. Every setting computes the same function: tests hold each to a float64 reference at
@@ -38,49 +43,75 @@ are independent).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 from torch.backends.cuda import SDPAParams, can_use_efficient_attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from tubelet.kernels.short_attention import triton_short_attention, why_not
 from tubelet.switch import Switch
 
-SDPA_BACKENDS = {
-    "auto": None,
+PYTORCH_KERNELS = {
     "flash": SDPBackend.FLASH_ATTENTION,
     "cudnn": SDPBackend.CUDNN_ATTENTION,
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
     "math": SDPBackend.MATH,
 }
+SDPA_BACKENDS = ("auto", *PYTORCH_KERNELS, "triton")
 MAX_GRID_SEQUENCES = 65535  # CUDA's limit on a grid's y and z extents
 SHORT_KEYS = 16  # at most this many keys: "auto" prefers the memory-efficient kernel on CUDA
 
 SDPA_BACKEND = Switch("softmax attention backend", SDPA_BACKENDS, "auto")
+# What ``auto`` runs on CUDA for short sequences: tubelet's Triton kernel (at most 32 queries and
+# keys, short_attention.MAX_LENGTH), or the memory-efficient kernel (at most SHORT_KEYS keys).
+# ``efficient`` stays the default until the Triton kernel is measured on the GPU.
+SHORT_KEY_KERNEL = Switch("short-sequence softmax kernel of auto", ("efficient", "triton"), "efficient")
 set_sdpa_backend, get_sdpa_backend, sdpa_backend = SDPA_BACKEND.set, SDPA_BACKEND.get, SDPA_BACKEND.using
 
 
-def _short_key_backend(q, k, v, mask, dropout_p) -> SDPBackend | None:
-    """``auto``'s exception: the memory-efficient kernel for at most ``SHORT_KEYS`` keys on CUDA,
-    where it can run the call (None: PyTorch's choice).
+@functools.cache
+def _triton_imports() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _auto_kernel(q, k, v, mask, dropout_p) -> str | None:
+    """``auto``'s choice for one call: a name of ``SDPA_BACKENDS``, or None for PyTorch's choice.
+
+    On CUDA, a call of at most ``MAX_LENGTH`` queries and keys without mask or dropout goes to
+    ``SHORT_KEY_KERNEL`` (tubelet's Triton kernel where Triton imports); otherwise the
+    memory-efficient kernel takes at most ``SHORT_KEYS`` keys where it can run the call. An
+    exported program keeps PyTorch's operator, which any runtime can load.
 
     The choice depends on the call alone. It used to be a priority order set for the call
     (``sdpa_kernel(order, set_priority=True)``); on torch 2.11 the first call in such a block ran
     with the previous order, so activation checkpointing's recompute chose the memory-efficient
     kernel where the forward had run cuDNN's, and the backward stopped with a ``CheckpointError``
     (H200, BENCHMARKS.md)."""
-    if not q.is_cuda or k.shape[-2] > SHORT_KEYS or torch.compiler.is_compiling():
+    if not q.is_cuda or torch.compiler.is_exporting():
+        return None
+    if (SHORT_KEY_KERNEL.get() == "triton" and mask is None and not dropout_p and why_not(q, k, v) is None
+            and _triton_imports()):
+        return "triton"
+    if k.shape[-2] > SHORT_KEYS or torch.compiler.is_compiling():
         return None
     fits = can_use_efficient_attention(SDPAParams(q, k, v, mask, dropout_p, False, False))
-    return SDPBackend.EFFICIENT_ATTENTION if fits else None
+    return "efficient" if fits else None
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
-    backend = SDPA_BACKENDS[SDPA_BACKEND.get()]
-    if backend is None:
-        backend = _short_key_backend(q, k, v, mask, dropout_p)
-    if backend is None:
+    name = SDPA_BACKEND.get()
+    if name == "auto":
+        name = _auto_kernel(q, k, v, mask, dropout_p)
+    if name == "triton":
+        if mask is not None or dropout_p:
+            raise ValueError("the 'triton' softmax attention backend takes no mask and no dropout; choose another backend")
+        return triton_short_attention(q, k, v)
+    if name is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-    with sdpa_kernel(backend):
+    with sdpa_kernel(PYTORCH_KERNELS[name]):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 

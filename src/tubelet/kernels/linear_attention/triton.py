@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tubelet.kernels.dtypes import common_dtype
 from tubelet.kernels.interpreter import INTERPRETED
 
 MIN_BLOCK = 16  # tl.dot needs every dimension >= 16
@@ -212,14 +213,6 @@ def _backward(ctx, grad):
 _attend.register_autograd(_backward, setup_context=_keep_for_backward)
 
 
-def _common_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
-    """Autocast's dtype where autocast is on for the tensors' device, else the promoted input dtype."""
-    device = q.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-
-
 def linear_attention(q_feat: torch.Tensor, k_feat: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
     """Eq. 3: ``[..., Lq, m], [..., Lk, m], [..., Lk, e] -> [..., Lq, e]``; the three must share
     their leading dimensions (no broadcasting). Differentiable in all three."""
@@ -228,7 +221,7 @@ def linear_attention(q_feat: torch.Tensor, k_feat: torch.Tensor, v: torch.Tensor
         raise ValueError(f"the triton linear attention kernels need equal leading dimensions, got "
                          f"{tuple(q_feat.shape)}, {tuple(k_feat.shape)}, {tuple(v.shape)}")
     _check_device(q_feat, k_feat, v)
-    dtype = _common_dtype(q_feat, k_feat, v)
+    dtype = common_dtype(q_feat, k_feat, v)
     q, k, values = (_as_4d(t.to(dtype)) for t in (q_feat, k_feat, v))
     out = _attend(q, k, values, float(eps))  # [B, H, Lq, e]
     return out.reshape(*lead, *out.shape[-2:])
