@@ -171,9 +171,8 @@ def test_auto_leaves_cpu_calls_to_pytorch_whatever_the_short_key_kernel(monkeypa
     q, k, v = (t.detach().cpu() for t in inputs(6, 2, 2, 8, 8, 16, 16))
     calls = []
     monkeypatch.setattr(sdpa, "triton_short_attention", lambda *args: calls.append(1))
-    assert sdpa.SHORT_KEY_KERNEL.get() == "efficient"
-    with sdpa.SHORT_KEY_KERNEL.using("triton"):
-        out = sdpa.attention(q, k, v)
+    assert sdpa.SHORT_KEY_KERNEL.get() == "triton"
+    out = sdpa.attention(q, k, v)
     assert calls == [] and relative_error(out, reference(q, k, v)) < 1e-5
-    with pytest.raises(ValueError, match=r"'flash'; expected one of efficient, triton"):
+    with pytest.raises(ValueError, match=r"'flash'; expected one of triton, efficient"):
         sdpa.SHORT_KEY_KERNEL.set("flash")

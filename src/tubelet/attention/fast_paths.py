@@ -4,7 +4,7 @@ same function within the tolerance its tests state.
 | switch | module | names |
 | --- | --- | --- |
 | ``SDPA_BACKEND`` | ``tubelet.attention.sdpa`` | auto, flash, cudnn, efficient, math, triton |
-| ``SHORT_KEY_KERNEL`` | ``tubelet.attention.sdpa`` (what ``auto`` runs for short sequences on CUDA) | efficient, triton |
+| ``SHORT_KEY_KERNEL`` | ``tubelet.attention.sdpa`` (what ``auto`` runs for short sequences on CUDA) | triton, efficient |
 | ``LINEAR_BACKEND`` | ``tubelet.attention.linear.functional`` | torch, triton |
 | ``LAYER_NORM_BACKEND`` | ``tubelet.layers.norm`` | auto, torch, triton |
 | ``ATTENTION_LAYOUT`` | ``tubelet.attention.layout`` (groups of tokens as copies or views) | auto, permute, view |

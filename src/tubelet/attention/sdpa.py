@@ -10,7 +10,7 @@ launch.
 
 | name | kernel | when it applies |
 | --- | --- | --- |
-| ``auto`` (default) | PyTorch's choice, except ``efficient`` for keys of at most 16 on CUDA (or, with ``SHORT_KEY_KERNEL`` ``triton``, ``triton`` for at most 32 queries and keys) | always |
+| ``auto`` (default) | PyTorch's choice, except on CUDA ``triton`` for at most 8 queries and keys and ``efficient`` for at most 16 keys otherwise | always |
 | ``flash`` | FlashAttention-2 | CUDA, fp16/bf16, no mask; also the CPU flash kernel |
 | ``cudnn`` | cuDNN's fused attention | CUDA (Hopper: its flash kernel) |
 | ``efficient`` | memory-efficient attention (xFormers) | CUDA, any dtype, masks |
@@ -20,11 +20,11 @@ launch.
 ``auto``'s exceptions are measured (H200, bf16, ``benchmarks/gpu_throughput.py --sections sdpa``,
 BENCHMARKS.md): at 8 and 16 keys, TimeSformer's temporal steps, the memory-efficient kernel takes
 0.66x the time of PyTorch's choice there (cuDNN) and of flash, while at 197 and 785 keys cuDNN is
-fastest. tubelet's kernel for short sequences (``tubelet.kernels.short_attention``) is built to
-beat both at 8-32 keys, where the flash-style kernels pad each sequence to a 64-row tile;
-``SHORT_KEY_KERNEL`` (``efficient``, the default until the kernel's GPU measurement, or
-``triton``) says which of the two ``auto`` takes. Under ``torch.compile`` the Triton kernel is a
-custom operator the compiler calls; the memory-efficient rule leaves the choice to the compiler.
+fastest. tubelet's kernel for short sequences (``tubelet.kernels.short_attention``) takes 0.41x
+the memory-efficient kernel's time forward and 0.63x forward and backward at 8 keys (16 and 32
+keys: faster forward, slower backward), so ``auto`` takes it for at most 8 queries and keys;
+``SHORT_KEY_KERNEL`` (``triton`` or ``efficient``) says which of the two ``auto`` takes there.
+Under ``torch.compile`` ``auto`` leaves the choice to the compiler.
 
 A named kernel that cannot run a call is an error from PyTorch naming why, never a silent
 fallback. Every setting computes the same function: tests hold each to a float64 reference at
@@ -65,10 +65,10 @@ MAX_GRID_SEQUENCES = 65535  # CUDA's limit on a grid's y and z extents
 SHORT_KEYS = 16  # at most this many keys: "auto" prefers the memory-efficient kernel on CUDA
 
 SDPA_BACKEND = Switch("softmax attention backend", SDPA_BACKENDS, "auto")
-# What ``auto`` runs on CUDA for short sequences: tubelet's Triton kernel (at most 32 queries and
-# keys, short_attention.MAX_LENGTH), or the memory-efficient kernel (at most SHORT_KEYS keys).
-# ``efficient`` stays the default until the Triton kernel is measured on the GPU.
-SHORT_KEY_KERNEL = Switch("short-sequence softmax kernel of auto", ("efficient", "triton"), "efficient")
+TRITON_KEYS = 8  # at most this many queries and keys: "auto" takes tubelet's Triton kernel on CUDA
+# What ``auto`` runs on CUDA for short sequences: tubelet's Triton kernel (at most TRITON_KEYS
+# queries and keys), or the memory-efficient kernel alone (at most SHORT_KEYS keys).
+SHORT_KEY_KERNEL = Switch("short-sequence softmax kernel of auto", ("triton", "efficient"), "triton")
 set_sdpa_backend, get_sdpa_backend, sdpa_backend = SDPA_BACKEND.set, SDPA_BACKEND.get, SDPA_BACKEND.using
 
 
@@ -80,10 +80,11 @@ def _triton_imports() -> bool:
 def _auto_kernel(q, k, v, mask, dropout_p) -> str | None:
     """``auto``'s choice for one call: a name of ``SDPA_BACKENDS``, or None for PyTorch's choice.
 
-    On CUDA, a call of at most ``MAX_LENGTH`` queries and keys without mask or dropout goes to
-    ``SHORT_KEY_KERNEL`` (tubelet's Triton kernel where Triton imports); otherwise the
-    memory-efficient kernel takes at most ``SHORT_KEYS`` keys where it can run the call. An
-    exported program keeps PyTorch's operator, which any runtime can load.
+    On CUDA, in eager mode, a call of at most ``TRITON_KEYS`` queries and keys without mask or
+    dropout goes to ``SHORT_KEY_KERNEL`` (tubelet's Triton kernel where Triton imports); otherwise
+    the memory-efficient kernel takes at most ``SHORT_KEYS`` keys where it can run the call. Under
+    ``torch.compile`` the choice is the compiler's; an exported program keeps PyTorch's operator,
+    which any runtime can load.
 
     The choice depends on the call alone. It used to be a priority order set for the call
     (``sdpa_kernel(order, set_priority=True)``); on torch 2.11 the first call in such a block ran
@@ -92,11 +93,11 @@ def _auto_kernel(q, k, v, mask, dropout_p) -> str | None:
     (H200, BENCHMARKS.md)."""
     if not q.is_cuda or torch.compiler.is_exporting():
         return None
-    if (SHORT_KEY_KERNEL.get() == "triton" and mask is None and not dropout_p and why_not(q, k, v) is None
-            and _triton_imports()):
-        return "triton"
     if k.shape[-2] > SHORT_KEYS or torch.compiler.is_compiling():
         return None
+    if (SHORT_KEY_KERNEL.get() == "triton" and max(q.shape[-2], k.shape[-2]) <= TRITON_KEYS and mask is None
+            and not dropout_p and why_not(q, k, v) is None and _triton_imports()):
+        return "triton"
     fits = can_use_efficient_attention(SDPAParams(q, k, v, mask, dropout_p, False, False))
     return "efficient" if fits else None
 
