@@ -104,16 +104,21 @@ def test_auto_takes_the_efficient_kernel_for_short_keys_from_the_first_call_and_
 
 
 @pytest.fixture
-def short_keys_to_triton():
+def short_keys_to_triton(monkeypatch):
+    """``auto`` takes the Triton kernel for short keys at any size (the tiny models' too)."""
+    monkeypatch.setattr(sdpa, "TRITON_MIN_ELEMENTS", 0)
     with sdpa.SHORT_KEY_KERNEL.using("triton"):
         yield
 
 
-def test_auto_takes_the_triton_kernel_for_short_sequences_only(short_keys_to_triton):
+def test_auto_takes_the_triton_kernel_for_short_sequences_only():
     """With ``SHORT_KEY_KERNEL`` ``triton`` (the default), ``auto`` runs tubelet's kernel for at most
-    8 queries and keys without a mask, and PyTorch's kernels for longer sequences or a mask."""
-    short = torch.randn(64, 2, 8, 16, device="cuda", dtype=torch.bfloat16)
-    long = torch.randn(4, 2, 9, 16, device="cuda", dtype=torch.bfloat16)
+    8 queries and keys without a mask from ``TRITON_MIN_ELEMENTS`` query values, and PyTorch's
+    kernels for longer sequences, a mask or fewer values (a batch-1 step)."""
+    short = torch.randn(8192, 8, 8, 64, device="cuda", dtype=torch.bfloat16)
+    long = torch.randn(8192, 8, 9, 64, device="cuda", dtype=torch.bfloat16)
+    assert short.numel() >= sdpa.TRITON_MIN_ELEMENTS
+    assert not any("_forward_kernel" in name for name in _kernels_of(lambda: sdpa.attention(short[:64], short[:64], short[:64])))
     assert any("_forward_kernel" in name for name in _kernels_of(lambda: sdpa.attention(short, short, short)))
     assert not any("_forward_kernel" in name for name in _kernels_of(lambda: sdpa.attention(long, long, long)))
     mask = torch.ones(8, 8, device="cuda", dtype=torch.bool)

@@ -10,7 +10,7 @@ launch.
 
 | name | kernel | when it applies |
 | --- | --- | --- |
-| ``auto`` (default) | PyTorch's choice, except on CUDA ``triton`` for at most 8 queries and keys and ``efficient`` for at most 16 keys otherwise | always |
+| ``auto`` (default) | PyTorch's choice, except on CUDA ``triton`` for at most 8 queries and keys (from 4M query values) and ``efficient`` for at most 16 keys otherwise | always |
 | ``flash`` | FlashAttention-2 | CUDA, fp16/bf16, no mask; also the CPU flash kernel |
 | ``cudnn`` | cuDNN's fused attention | CUDA (Hopper: its flash kernel) |
 | ``efficient`` | memory-efficient attention (xFormers) | CUDA, any dtype, masks |
@@ -65,7 +65,11 @@ MAX_GRID_SEQUENCES = 65535  # CUDA's limit on a grid's y and z extents
 SHORT_KEYS = 16  # at most this many keys: "auto" prefers the memory-efficient kernel on CUDA
 
 SDPA_BACKEND = Switch("softmax attention backend", SDPA_BACKENDS, "auto")
-TRITON_KEYS = 8  # at most this many queries and keys: "auto" takes tubelet's Triton kernel on CUDA
+TRITON_KEYS = 8  # at most this many queries and keys: "auto" takes tubelet's Triton kernel on CUDA,
+# for queries of at least TRITON_MIN_ELEMENTS values: at batch 1 (TimeSformer-B 8x224's temporal
+# queries: 1.2M) the host bounds the step, and a Triton launch from Python costs it more than the
+# memory-efficient kernel's launch (H200: 0.91-1.8x at batch 1 in two runs, 1.16x at batch 32).
+TRITON_MIN_ELEMENTS = 4 * 2**20
 # What ``auto`` runs on CUDA for short sequences: tubelet's Triton kernel (at most TRITON_KEYS
 # queries and keys), or the memory-efficient kernel alone (at most SHORT_KEYS keys).
 SHORT_KEY_KERNEL = Switch("short-sequence softmax kernel of auto", ("triton", "efficient"), "triton")
@@ -80,8 +84,8 @@ def _triton_imports() -> bool:
 def _auto_kernel(q, k, v, mask, dropout_p) -> str | None:
     """``auto``'s choice for one call: a name of ``SDPA_BACKENDS``, or None for PyTorch's choice.
 
-    On CUDA, in eager mode, a call of at most ``TRITON_KEYS`` queries and keys without mask or
-    dropout goes to ``SHORT_KEY_KERNEL`` (tubelet's Triton kernel where Triton imports); otherwise
+    On CUDA, in eager mode, a call of at most ``TRITON_KEYS`` queries and keys, at least
+    ``TRITON_MIN_ELEMENTS`` query values and without mask or dropout goes to ``SHORT_KEY_KERNEL`` (tubelet's Triton kernel where Triton imports); otherwise
     the memory-efficient kernel takes at most ``SHORT_KEYS`` keys where it can run the call. Under
     ``torch.compile`` the choice is the compiler's; an exported program keeps PyTorch's operator,
     which any runtime can load.
@@ -95,7 +99,8 @@ def _auto_kernel(q, k, v, mask, dropout_p) -> str | None:
         return None
     if k.shape[-2] > SHORT_KEYS or torch.compiler.is_compiling():
         return None
-    if (SHORT_KEY_KERNEL.get() == "triton" and max(q.shape[-2], k.shape[-2]) <= TRITON_KEYS and mask is None
+    if (SHORT_KEY_KERNEL.get() == "triton" and max(q.shape[-2], k.shape[-2]) <= TRITON_KEYS
+            and q.numel() >= TRITON_MIN_ELEMENTS and mask is None
             and not dropout_p and why_not(q, k, v) is None and _triton_imports()):
         return "triton"
     fits = can_use_efficient_attention(SDPAParams(q, k, v, mask, dropout_p, False, False))
