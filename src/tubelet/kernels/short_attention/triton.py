@@ -60,19 +60,25 @@ def _tile(base, offs_s, stride_s, offs_l, stride_l, offs_c, rows, width):
 
 
 @triton.jit
+def _program(heads, len_q, BLOCK_S: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
+    """This program's sequence batch index ``n``, its sequences (``offs_s``, ``live_s``: those that
+    exist), the offsets of queries and widths, and its live query rows ``[BLOCK_S, BLOCK_Q]``."""
+    n = tl.program_id(0).to(tl.int64)
+    offs_s = tl.program_id(1).to(tl.int64) * BLOCK_S + tl.arange(0, BLOCK_S)
+    offs_q = tl.arange(0, BLOCK_Q)
+    live_s = offs_s < heads
+    rows = live_s[:, None] & (offs_q[None, :] < len_q)
+    return n, offs_s, offs_q, tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_E), live_s, rows
+
+
+@triton.jit
 def _forward_kernel(
     Q, K, V, O, LSE,
     sq_n, sq_h, sq_l, sk_n, sk_h, sk_l, sv_n, sv_h, sv_l, so_n, so_h, so_l, slse_n, slse_h,
     heads, len_q, d, e, scale,
     LEN_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
-    offs_s = tl.program_id(1).to(tl.int64) * BLOCK_S + tl.arange(0, BLOCK_S)
-    offs_q = tl.arange(0, BLOCK_Q)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    live_s = offs_s < heads
-    rows = live_s[:, None] & (offs_q[None, :] < len_q)  # [BLOCK_S, BLOCK_Q]
+    n, offs_s, offs_q, offs_d, offs_e, live_s, rows = _program(heads, len_q, BLOCK_S, BLOCK_Q, BLOCK_D, BLOCK_E)
     q = _tile(Q + n * sq_n, offs_s, sq_h, offs_q, sq_l, offs_d, rows, d) * scale
     top = tl.full([BLOCK_S, BLOCK_Q], float("-inf"), tl.float32)  # running maximum of each query's scores
     total = tl.zeros([BLOCK_S, BLOCK_Q], tl.float32)  # running sum of exp(score - top)
@@ -101,13 +107,7 @@ def _backward_kernel(
     heads, len_q, d, e, scale,
     LEN_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
-    offs_s = tl.program_id(1).to(tl.int64) * BLOCK_S + tl.arange(0, BLOCK_S)
-    offs_q = tl.arange(0, BLOCK_Q)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_E)
-    live_s = offs_s < heads
-    rows = live_s[:, None] & (offs_q[None, :] < len_q)
+    n, offs_s, offs_q, offs_d, offs_e, live_s, rows = _program(heads, len_q, BLOCK_S, BLOCK_Q, BLOCK_D, BLOCK_E)
     q = _tile(Q + n * sq_n, offs_s, sq_h, offs_q, sq_l, offs_d, rows, d) * scale
     grad = _tile(G + n * sg_n, offs_s, sg_h, offs_q, sg_l, offs_e, rows, e)
     delta = tl.sum(grad * _tile(O + n * so_n, offs_s, so_h, offs_q, so_l, offs_e, rows, e), axis=2)  # [BLOCK_S, BLOCK_Q]
