@@ -85,19 +85,18 @@ def _auto_kernel(q, k, v, mask, dropout_p) -> str | None:
     """``auto``'s choice for one call: a name of ``SDPA_BACKENDS``, or None for PyTorch's choice.
 
     On CUDA, in eager mode, a call of at most ``TRITON_KEYS`` queries and keys, at least
-    ``TRITON_MIN_ELEMENTS`` query values and without mask or dropout goes to ``SHORT_KEY_KERNEL`` (tubelet's Triton kernel where Triton imports); otherwise
-    the memory-efficient kernel takes at most ``SHORT_KEYS`` keys where it can run the call. Under
-    ``torch.compile`` the choice is the compiler's; an exported program keeps PyTorch's operator,
-    which any runtime can load.
+    ``TRITON_MIN_ELEMENTS`` query values and without mask or dropout goes to ``SHORT_KEY_KERNEL``
+    (tubelet's Triton kernel where Triton imports); otherwise the memory-efficient kernel takes
+    at most ``SHORT_KEYS`` keys where it can run the call. Under ``torch.compile`` and
+    ``torch.export`` the choice is the compiler's (an exported program keeps PyTorch's operator,
+    which any runtime can load).
 
     The choice depends on the call alone. It used to be a priority order set for the call
     (``sdpa_kernel(order, set_priority=True)``); on torch 2.11 the first call in such a block ran
     with the previous order, so activation checkpointing's recompute chose the memory-efficient
     kernel where the forward had run cuDNN's, and the backward stopped with a ``CheckpointError``
     (H200, BENCHMARKS.md)."""
-    if not q.is_cuda or torch.compiler.is_exporting():
-        return None
-    if k.shape[-2] > SHORT_KEYS or torch.compiler.is_compiling():
+    if not q.is_cuda or k.shape[-2] > SHORT_KEYS or torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return None
     if (SHORT_KEY_KERNEL.get() == "triton" and max(q.shape[-2], k.shape[-2]) <= TRITON_KEYS
             and q.numel() >= TRITON_MIN_ELEMENTS and mask is None
