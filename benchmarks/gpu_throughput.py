@@ -20,6 +20,9 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   sequence lengths the models meet (8, 16 and 32: temporal steps; 197: a 224 px frame with its class
   token; 785: a 448 px frame), bf16, forward and forward + backward, with its relative error
   against float64; then TimeSformer-B 8x224 at batch 32 with each kernel;
+- ``gemms``: TimeSformer-B 8x224's matrix products at batch 32 (inference) and 16 (a training
+  step's forward, input-gradient and weight-gradient products), each alone, bf16, against the
+  8192^3 matmul peak measured in the same run: the rate the model's products can reach at best;
 - ``profile``: one LVT base 16x224 forward at batch 1 under ``torch.profiler`` with each backend:
   kernel launches, CPU and GPU time, the operators with GPU time called most often;
 - ``short-keys``: ``auto`` with each short-sequence kernel (``sdpa.SHORT_KEY_KERNEL``: tubelet's
@@ -45,6 +48,8 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   ``torch.compile`` (one compilation a cell: run it in a call of its own);
 - ``norm``: TimeSformer-B 8x224 and MViTv2-S 16x224 (beside torchvision) at batch 1 and 32 with each
   LayerNorm backend (``--norm-backend``);
+- ``norm-train``: training steps (AdamW) of TimeSformer-B 8x224 and MViTv2-S 16x224 at batch 16 and
+  ViViT-B factorised self-attention 32x224 at batch 4 with each LayerNorm backend;
 - ``layout``: TimeSformer-B divided 8x224 (inference at batch 1 and 32, training at 16) and ViViT-B
   factorised self-attention 32x224 (batch 8) with each attention layout (``--layout``: ``permute``
   copies or ``view`` s of the tokens, ``tubelet.attention.layout``);
@@ -76,7 +81,7 @@ import torch
 from tubelet.attention import sdpa
 from tubelet.bench import BenchConfig, command_line, markdown, run_bench
 from tubelet.bench.run import linear_backend
-from tubelet.bench.timing import synchronize, time_repetitions
+from tubelet.bench.timing import matmul_peak, synchronize, time_repetitions
 from tubelet.convert.lvt import official_arguments
 from tubelet.files import atomic_write_json, atomic_write_text
 from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT
@@ -174,6 +179,10 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
             Variant("tubelet mvit norm triton", BenchConfig(models=(MVIT,), batches=(1, 32), norm_backend="triton", **run)),
         ], [("tubelet norm triton", "tubelet"), ("tubelet mvit norm triton", "tubelet mvit"),
             ("tubelet mvit", "torchvision mvit"), ("tubelet mvit norm triton", "torchvision mvit")]),
+        "norm-train": ([
+            Variant(f"train norm {name}", BenchConfig(models=(model,), batches=(batch,), mode="train", norm_backend=name, **run))
+            for model, batch in ((TSF, 16), (MVIT, 16), (VIVIT3, 4)) for name in ("torch", "triton")
+        ], [("train norm triton", "train norm torch")]),
         "layout": ([
             Variant(f"layout {name}", BenchConfig(models=(TSF,), batches=(1, 32), layout=name, **run)) for name in ("permute", "view")
         ] + [
@@ -421,6 +430,40 @@ def _sdpa_section(reps: int, warmup: int) -> tuple[list[dict], str]:
     return rows, "\n".join(lines) + "\n"
 
 
+GEMM_WIDTHS = {"qkv": (768, 2304), "proj": (768, 768), "fc1": (768, 3072), "fc2": (3072, 768)}  # TimeSformer-B, (in, out)
+
+
+def _gemm_section(reps: int, warmup: int) -> tuple[list[dict], str]:
+    """Each of TimeSformer-B 8x224's products ``[M, in] @ [in, out]`` alone, M = batch x 8 frames x
+    197 tokens (the temporal steps' 196 differ by half a percent), as a forward (``x @ w``), an
+    input gradient (``dy @ w^T``) and a weight gradient (``x^T @ dy``), against the matmul peak."""
+    peak = matmul_peak(DEVICE, torch.bfloat16, reps=reps)
+    lines = ["## gemms", "", f"TimeSformer-B 8x224's matrix products alone, bf16, median of {reps} after {warmup} (CUDA events); "
+             f"peak: a bf16 8192^3 product, {peak / 1e12:.0f} TFLOP/s in this run.", "",
+             "| batch | product | [M, K] x [K, N] | ms | TFLOP/s | of peak |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = []
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    for batch in (32, 16):
+        tokens = batch * 8 * 197
+        for name, (width_in, width_out) in GEMM_WIDTHS.items():
+            x = torch.randn(tokens, width_in, device=DEVICE, generator=g).bfloat16()
+            w = torch.randn(width_in, width_out, device=DEVICE, generator=g).bfloat16()
+            dy = torch.randn(tokens, width_out, device=DEVICE, generator=g).bfloat16()
+            products = {"forward": (lambda: x @ w, (tokens, width_in, width_out)),
+                        "input gradient": (lambda: dy @ w.t(), (tokens, width_out, width_in)),
+                        "weight gradient": (lambda: x.t() @ dy, (width_in, tokens, width_out))}
+            for kind, (product, (m, k, n)) in products.items():
+                if batch == 32 and kind != "forward":
+                    continue
+                seconds = statistics.median(time_repetitions(product, DEVICE, warmup=warmup, reps=reps))
+                rate = 2 * m * k * n / seconds
+                rows.append(dict(section="gemms", batch=batch, product=f"{name} {kind}", m=m, k=k, n=n, ms=seconds * 1e3,
+                                 flops_per_second=rate, peak=peak))
+                lines.append(f"| {batch} | {name} {kind} | [{m}, {k}] x [{k}, {n}] | {seconds * 1e3:.3g} | {rate / 1e12:.0f} | {rate / peak:.0%} |")
+            del x, w, dy
+    return rows, "\n".join(lines) + "\n"
+
+
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
@@ -464,7 +507,7 @@ def _profile_section(reps: int, warmup: int) -> tuple[list[dict], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    special = {"kernels": _kernel_section, "step": _step_section, "sdpa": _sdpa_section, "profile": _profile_section}
+    special = {"kernels": _kernel_section, "step": _step_section, "sdpa": _sdpa_section, "gemms": _gemm_section, "profile": _profile_section}
     names = [*special, *_sections(10, 3)]
     quick = [name for name in names if name not in ("compiled", "autotune")]
     parser.add_argument("--out", required=True, help="folder for gpu_throughput.md and gpu_throughput.json")

@@ -4,7 +4,7 @@ the number of kernel launches, and CPU against GPU time. The profiles quoted in
 ``benchmarks/NOTES.md`` come from this script.
 
     PYTHONPATH=src python3 benchmarks/profile_model.py MODEL [--frames T] [--size S] [--batch B]
-        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend auto|torch|triton] [--layout auto|permute|view] [--top 20]
+        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend auto|torch|triton] [--layout auto|permute|view] [--top 20] [--shapes]
         [key=value ...]
 """
 
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--norm-backend", choices=LAYER_NORM_BACKEND.names, default=LAYER_NORM_BACKEND.get())
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--shapes", action="store_true", help="one row per operator and input shapes (where the copies come from)")
     args = parser.parse_args()
     device = torch.device("cuda")
     model, video = model_and_video(args, device)
@@ -49,7 +50,7 @@ def main() -> None:
         for _ in range(args.warmup):
             step()
         synchronize(device)
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=args.shapes) as prof:
             start = time.perf_counter()
             step()
             cpu_ms = (time.perf_counter() - start) * 1e3
@@ -59,7 +60,9 @@ def main() -> None:
     print(f"{args.model} {frames}x{height} batch {args.batch} {args.mode} ({args.linear_backend} linear backend, "
           f"{args.norm_backend} LayerNorm, {args.layout} layout): {len(kernels)} kernel launches, CPU {cpu_ms:.1f} ms, "
           f"GPU kernels {gpu_ms:.1f} ms")
-    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.top, max_name_column_width=90))
+    table = prof.key_averages(group_by_input_shape=args.shapes).table(
+        sort_by="self_cuda_time_total", row_limit=args.top, max_name_column_width=90, max_shapes_column_width=120)
+    print(table)
 
 
 if __name__ == "__main__":

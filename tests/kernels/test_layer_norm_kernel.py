@@ -1,5 +1,5 @@
-"""The LayerNorm kernel (``tubelet.kernels.layer_norm``) against its PyTorch reference, and the
-``LayerNorm`` module's fast path (``tubelet.layers.norm``): when it takes the kernel, and that a
+"""The LayerNorm kernels (``tubelet.kernels.layer_norm``), forward and backward, against PyTorch's
+LayerNorm, and the ``LayerNorm`` module's fast path (``tubelet.layers.norm``): when it takes the kernel, and that a
 whole model gives the same logits with either backend. On the CPU the kernel runs in Triton's
 interpreter (tests/conftest.py); the ``gpu`` tests run it compiled at the models' sizes."""
 
@@ -55,7 +55,7 @@ def test_a_weight_of_another_width_is_an_error_naming_both():
         triton_layer_norm(x, weight[:95], bias, 1e-6, torch.float32)
 
 
-def test_the_module_takes_the_kernel_only_in_autocast_inference(monkeypatch):
+def test_the_module_takes_the_kernel_only_under_autocast(monkeypatch):
     calls = []
     monkeypatch.setattr(norm, "triton_layer_norm", lambda *args: calls.append(args[-1]) or layer_norm_reference(*args))
     layer = LayerNorm(16)
@@ -65,12 +65,67 @@ def test_the_module_takes_the_kernel_only_in_autocast_inference(monkeypatch):
             out = layer(x)
         assert calls == [torch.bfloat16] and out.dtype == torch.bfloat16
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            layer(x.requires_grad_())  # autograd on: nn.LayerNorm
+            layer(x.requires_grad_())  # training under autocast: the kernel too
+        assert calls == [torch.bfloat16] * 2
         with torch.no_grad():
             layer(x)  # no autocast: nn.LayerNorm
     with LAYER_NORM_BACKEND.using("torch"), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         layer(x)
-    assert calls == [torch.bfloat16]
+    assert calls == [torch.bfloat16] * 2
+
+
+def _backward(norm_fn, x, weight, bias, grad):
+    """Output and the gradients of ``x``, ``weight`` and ``bias`` of ``norm_fn(x, weight, bias)``."""
+    leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    out = norm_fn(*leaves)
+    return (out, *torch.autograd.grad(out, leaves, grad))
+
+
+@pytest.mark.parametrize("width", [96, 100, 768])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_backward_matches_float64(width, dtype):
+    """137 rows: several tiles of rows for each of the backward's programs, the last one partial."""
+    x, weight, bias = _inputs(137, width, dtype, seed=width)
+    grad = torch.randn(137, width, generator=torch.Generator().manual_seed(width + 1))
+    out, d_x, d_weight, d_bias = _backward(lambda *t: triton_layer_norm(*t, 1e-6, torch.float32), x, weight, bias, grad)
+    exact = _backward(lambda x, w, b: torch.nn.functional.layer_norm(x, (width,), w, b, 1e-6),
+                      x.double(), weight.double(), bias.double(), grad.double())
+    assert (d_x.dtype, d_weight.dtype, d_bias.dtype) == (dtype, torch.float32, torch.float32)
+    tolerance = dict(rtol=BF16_ULP, atol=1e-3) if dtype == torch.bfloat16 else dict(rtol=1e-4, atol=1e-4)
+    for ours, reference in zip((out, d_x, d_weight, d_bias), exact):
+        torch.testing.assert_close(ours.double(), reference, **tolerance)
+
+
+def test_backward_reads_strided_inputs_and_gradients():
+    x, weight, bias = _inputs(2 * 5 * 3, 192, torch.float32, seed=2)
+    heads = x.view(2, 5, 3, 192).transpose(1, 2)  # copied before the forward
+    grad = torch.randn(2, 5, 3, 192).transpose(1, 2)  # copied before the backward
+    ours = _backward(lambda *t: triton_layer_norm(*t, 1e-5, torch.float32), heads, weight, bias, grad)
+    expected = _backward(lambda x, w, b: torch.nn.functional.layer_norm(x, (192,), w, b, 1e-5), heads, weight, bias, grad)
+    assert ours[1].shape == heads.shape
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_module_trains_as_cuda_autocast_runs_nn_layer_norm():
+    """Under autocast with the kernel: output in autocast's dtype, input gradient in the input's,
+    weight gradients in float32, each equal to what CUDA autocast gives ``nn.LayerNorm`` (float32
+    LayerNorm of the input, the output then rounded) within one bfloat16 rounding. (CPU autocast
+    runs LayerNorm in bfloat16, so the default backend on the CPU is not the reference here.)"""
+    torch.manual_seed(3)
+    layer = LayerNorm(768)
+    torch.nn.init.normal_(layer.weight)
+    torch.nn.init.normal_(layer.bias)
+    x = torch.randn(40, 768).bfloat16().requires_grad_()
+    grad = torch.randn(40, 768).bfloat16()
+    with LAYER_NORM_BACKEND.using("triton"), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    fast = (out, *torch.autograd.grad(out, (x, layer.weight, layer.bias), grad))
+    wide = torch.nn.functional.layer_norm(x.float(), (768,), layer.weight, layer.bias, layer.eps)
+    expected = (wide.bfloat16(), *torch.autograd.grad(wide, (x, layer.weight, layer.bias), grad.float()))
+    assert [t.dtype for t in fast] == [torch.bfloat16, torch.bfloat16, torch.float32, torch.float32]
+    for ours, reference in zip(fast, expected):
+        torch.testing.assert_close(ours.float(), reference.float(), rtol=BF16_ULP, atol=1e-3)
 
 
 def test_auto_takes_the_kernel_for_large_cuda_inputs_only():
@@ -140,3 +195,18 @@ def test_a_base_model_is_as_accurate_with_either_backend_on_gpu(name):
     model = tubelet.create_model(name).cuda().eval()
     default, fast = _bf16_errors(model, torch.randn(2, *default_input_size(name), device="cuda"))
     assert fast <= 1.25 * default + 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("rows, width, dtype", [(16 * 25089, 96, torch.bfloat16), (16 * 1576, 768, torch.float32)])
+def test_backward_matches_float32_on_gpu_at_model_sizes(rows, width, dtype):
+    """MViTv2-S's first-stage head norms and TimeSformer-B's float32 residual stream, at batch 16."""
+    x, weight, bias = _inputs(rows, width, dtype, device="cuda")
+    grad = torch.randn(rows, width, device="cuda").bfloat16()
+    ours = _backward(lambda *t: triton_layer_norm(*t, 1e-6, torch.bfloat16), x, weight, bias, grad)
+    expected = _backward(lambda x, w, b: torch.nn.functional.layer_norm(x.float(), (width,), w, b, 1e-6),
+                         x, weight, bias, grad.float())
+    for a, b in zip(ours[1:], expected[1:]):
+        assert a.dtype == b.dtype
+        assert ((a.double() - b.double()).norm() / b.double().norm()).item() < 1e-3

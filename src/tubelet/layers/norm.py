@@ -1,8 +1,9 @@
-"""``LayerNorm``: ``nn.LayerNorm`` with a fast path for inference under autocast.
+"""``LayerNorm``: ``nn.LayerNorm`` with a fast path under autocast.
 
 Under autocast PyTorch runs LayerNorm in float32 and returns float32, and the matmul that reads
 the result casts it back to 16 bits: a float32 write, a float32 read and a cast kernel between
-two matmuls (profiled: 18 of MViTv2-S's 91 ms at batch 32 on an H200, BENCHMARKS.md).
+two matmuls (profiled: 18 of MViTv2-S's 91 ms at batch 32 on an H200, BENCHMARKS.md); in training
+the backward casts the 16-bit output gradient to float32 again before its own kernels.
 ``LAYER_NORM_BACKEND`` (a ``tubelet.switch.Switch``) picks the implementation:
 
 - ``auto`` (default): ``triton`` for inputs of at least ``KERNEL_MIN_ELEMENTS`` values on CUDA,
@@ -12,10 +13,12 @@ two matmuls (profiled: 18 of MViTv2-S's 91 ms at batch 32 on an H200, BENCHMARKS
   more of it than ATen's. Batch 32's smallest LayerNorm input is MViTv2-S's last stage, 9.6M
   values; batch 1's largest is 2.4M;
 - ``torch``: ``nn.LayerNorm`` as it is;
-- ``triton``: when autograd is off, autocast is on for the input's device and the module is not
-  being compiled (inductor fuses LayerNorm itself), one Triton kernel
-  (``tubelet.kernels.layer_norm``) computes it in float32 and writes autocast's dtype: the numbers
-  the next matmul sees either way. Elsewhere (training, float32, compiling) it is ``nn.LayerNorm``.
+- ``triton``: when autocast is on for the input's device and the module is not being compiled
+  (inductor fuses LayerNorm itself), Triton kernels (``tubelet.kernels.layer_norm``) compute it
+  in float32 and write autocast's dtype, the numbers the next matmul sees either way; under
+  autograd a backward kernel reads the 16-bit output gradient and gives the input's gradient in
+  the input's dtype and float32 gradients of weight and bias, as ``nn.LayerNorm`` under autocast
+  does. Elsewhere (float32, compiling) it is ``nn.LayerNorm``.
 
 Weights, state-dict keys and ``isinstance(m, nn.LayerNorm)`` are those of ``nn.LayerNorm``.
 """
@@ -38,7 +41,7 @@ class LayerNorm(nn.LayerNorm):
 
     def uses_kernel(self, x: torch.Tensor) -> bool:
         """Whether ``forward(x)`` runs the Triton kernel now."""
-        if (torch.compiler.is_compiling() or torch.is_grad_enabled() or self.weight is None or self.bias is None
+        if (torch.compiler.is_compiling() or self.weight is None or self.bias is None
                 or len(self.normalized_shape) != 1
                 or x.device.type not in KERNEL_DEVICES  # autocast has no state for others, e.g. "meta" (FLOP counts)
                 or not torch.is_autocast_enabled(x.device.type)):

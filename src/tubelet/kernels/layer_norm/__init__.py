@@ -1,4 +1,4 @@
-"""LayerNorm with a 16-bit output as one Triton kernel (forward, for inference).
+"""LayerNorm with a 16-bit output as Triton kernels, forward and backward.
 
 ``triton_layer_norm(x, weight, bias, eps, out_dtype)`` imports Triton only when first called, so
 ``import tubelet`` never needs Triton and tests can choose Triton's interpreter
@@ -12,7 +12,7 @@ import torch
 
 
 def triton_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
-    """``[..., N] -> [..., N]`` in ``out_dtype`` through the Triton kernel."""
+    """``[..., N] -> [..., N]`` in ``out_dtype`` through the Triton kernels (differentiable)."""
     try:
         from tubelet.kernels.layer_norm import triton as kernels
     except ImportError as error:
