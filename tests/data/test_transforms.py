@@ -14,6 +14,7 @@ from tubelet.data.transforms import (
     EvalTransform,
     TrainTransform,
     mirror_label_map,
+    normalised_on,
     normalize,
     random_erase,
     random_resized_crop_box,
@@ -208,6 +209,26 @@ def test_uint8_output_normalised_as_a_batch_is_the_float_output(options):
     assert [label for _, label in uint8s] == [label for _, label in floats] and {label for _, label in floats} == {0, 1}
     batch = normalize(torch.stack([clip for clip, _ in uint8s]), mean, std, channel_dim=-4)
     assert torch.equal(batch, torch.stack([clip for clip, _ in floats]))
+
+
+def test_uint8_eval_views_normalised_on_the_device_are_the_float_views():
+    """``EvalTransform(output_dtype=torch.uint8)`` then ``normalised_on`` of the batch ``[B, V, C, T,
+    H, W]`` (what ``classify_views`` does) gives exactly the float views; a uint8 batch without a
+    normalisation is an error naming the caller."""
+    mean, std = (0.45, 0.40, 0.35), (0.22, 0.23, 0.24)
+    clips = [_frames(4, 40, 52), _frames(4, 52, 40)]
+    as_float = EvalTransform(24, resize_to=28, num_crops=3, mean=mean, std=std)
+    as_uint8 = EvalTransform(24, resize_to=28, num_crops=3, mean=mean, std=std, output_dtype=torch.uint8)
+    batch = torch.stack([as_uint8(frames) for frames in clips])
+    assert batch.dtype == torch.uint8 and batch.shape == (2, 3, 3, 4, 24, 24)
+    on_device = normalised_on(torch.device("cpu"), batch, (mean, std), what="test")
+    assert torch.equal(on_device, torch.stack([as_float(frames) for frames in clips]))
+    floats = on_device.clone()
+    assert torch.equal(normalised_on(torch.device("cpu"), floats, None, what="test"), floats)
+    with pytest.raises(ValueError, match="a uint8 video batch needs classify_views's normalisation"):
+        normalised_on(torch.device("cpu"), batch, None, what="classify_views")
+    with pytest.raises(ValueError, match="output_dtype=torch.float16: expected torch.float32"):
+        EvalTransform(24, output_dtype=torch.float16)
 
 
 def test_uint8_output_refuses_random_erasing():

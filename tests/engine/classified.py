@@ -13,9 +13,9 @@ def record_classified(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     that ``evaluate`` and the predictions classify."""
     seen, real = [], evaluate_module.classify_views
 
-    def spy(model, video, *, device, amp_dtype):
+    def spy(model, video, *, device, amp_dtype, **options):
         seen.append((device.type, amp_dtype, next(model.parameters()).device.type))
-        return real(model, video, device=device, amp_dtype=amp_dtype)
+        return real(model, video, device=device, amp_dtype=amp_dtype, **options)
 
     monkeypatch.setattr(evaluate_module, "classify_views", spy)
     monkeypatch.setattr(predict_module, "classify_views", spy)

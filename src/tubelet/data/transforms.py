@@ -4,7 +4,9 @@ Decoded videos are uint8 ``[T, H, W, C]``. Here a clip is ``[T, C, H, W]``, so t
 functions treat the frames as a batch: every random choice (crop box, flip, augmentation ops,
 erased box) is drawn once per clip from a ``torch.Generator`` and applied identically to every
 frame. What leaves :class:`TrainTransform` is float, normalised ``[C, T, H, W]``; what leaves
-:class:`EvalTransform` is ``[S, C, T, H, W]``, one entry per spatial crop.
+:class:`EvalTransform` is ``[S, C, T, H, W]``, one entry per spatial crop. With
+``output_dtype=torch.uint8`` either hands its clips over before normalisation, for
+:func:`normalised_on` to normalise a batch on its device (a quarter of the bytes through a loader).
 
 Train: random resized crop (Szegedy et al. 2015; torchvision/timm semantics: 10 tries, then a
 centre crop at the nearest allowed aspect ratio), horizontal flip with a label map for
@@ -176,6 +178,26 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float], *
     return clip.float().mul_(gain).sub_(offset)
 
 
+Normalisation = tuple[Sequence[float], Sequence[float]]  # (mean, std) of each channel
+
+
+def normalised_on(device: torch.device, video: torch.Tensor, normalisation: Normalisation | None, *, what: str) -> torch.Tensor:
+    """A batch of clips ``[..., C, T, H, W]`` on ``device`` as the model takes it: float clips as
+    they are; uint8 clips (a transform's ``output_dtype=torch.uint8``) normalised there with
+    ``normalisation = (mean, std)``, which ``what`` (the caller, for the error) must be given."""
+    video = video.to(device, non_blocking=True)
+    if video.dtype != torch.uint8:
+        return video
+    if normalisation is None:
+        raise ValueError(f"a uint8 video batch needs {what}'s normalisation=(mean, std) to be normalised")
+    return normalize(video, *normalisation, channel_dim=-4)
+
+
+def _check_output_dtype(output_dtype: torch.dtype) -> None:
+    if output_dtype not in (torch.float32, torch.uint8):
+        raise ValueError(f"output_dtype={output_dtype}: expected torch.float32 (normalised) or torch.uint8 (not yet)")
+
+
 def random_erase(
     clip: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -253,8 +275,7 @@ class TrainTransform:
     ) -> None:
         if img_size < 1:
             raise ValueError(f"img_size={img_size}: expected a positive number of pixels")
-        if output_dtype not in (torch.float32, torch.uint8):
-            raise ValueError(f"output_dtype={output_dtype}: expected torch.float32 (normalised) or torch.uint8 (not yet)")
+        _check_output_dtype(output_dtype)
         if output_dtype == torch.uint8 and random_erasing > 0:
             raise ValueError(f"random_erasing={random_erasing} draws normalised noise: it needs output_dtype=torch.float32")
         if rand_augment is not None and auto_augment is not None:
@@ -302,7 +323,8 @@ class EvalTransform:
     """Evaluation views of a clip: short side to ``resize_to``, then ``num_crops`` square crops.
 
     ``__call__(frames uint8 [T, H, W, C]) -> float [S, C, T, img, img]``, S = ``num_crops``
-    (1: centre; 3: start, centre, end of the long side).
+    (1: centre; 3: start, centre, end of the long side), normalised; with ``output_dtype=torch.uint8``
+    the views before normalisation, for ``normalised_on`` to normalise on the model's device.
     """
 
     def __init__(
@@ -313,6 +335,7 @@ class EvalTransform:
         num_crops: int = 1,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        output_dtype: torch.dtype = torch.float32,
     ) -> None:
         resize_to = img_size if resize_to is None else resize_to
         if img_size < 1 or resize_to < img_size:
@@ -320,12 +343,16 @@ class EvalTransform:
         if num_crops not in (1, 3):
             raise ValueError(f"num_crops={num_crops}: expected 1 (centre) or 3 (both ends and centre of the long side)")
         _check_mean_std(mean, std)
+        _check_output_dtype(output_dtype)
         self.img_size = img_size
         self.resize_to = resize_to
         self.num_crops = num_crops
         self.mean, self.std = tuple(mean), tuple(std)
+        self.output_dtype = output_dtype
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         clip = resize_short_side(frames.permute(0, 3, 1, 2), self.resize_to)  # [T, C, H', W']
         views = spatial_crops(clip, self.img_size, self.num_crops)  # [S, T, C, img, img]
-        return normalize(views, self.mean, self.std).permute(0, 2, 1, 3, 4).contiguous()  # [S, C, T, img, img]
+        if self.output_dtype == torch.float32:
+            views = normalize(views, self.mean, self.std)
+        return views.permute(0, 2, 1, 3, 4).contiguous()  # [S, C, T, img, img]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tubelet.data.lists import VideoList
+from tubelet.data.transforms import Normalisation, normalised_on
 from tubelet.engine.device import autocast
 from tubelet.engine.distributed import gather_objects
 from tubelet.engine.metrics import confusion_matrix, mean_average_precision, per_class_accuracy, topk_correct
@@ -68,17 +69,21 @@ def summarize(view_scores: torch.Tensor, labels: torch.Tensor, loss: float,
     return metrics, confusion
 
 
-def classify_views(model: nn.Module, video: torch.Tensor, *, device: torch.device,
-                   amp_dtype: torch.dtype | None) -> torch.Tensor:
-    """Float32 logits ``[B*V, K]`` of every view of ``video [B, V, C, T, H, W]``, view-major within each video."""
+def classify_views(model: nn.Module, video: torch.Tensor, *, device: torch.device, amp_dtype: torch.dtype | None,
+                   normalisation: Normalisation | None = None) -> torch.Tensor:
+    """Float32 logits ``[B*V, K]`` of every view of ``video [B, V, C, T, H, W]``, view-major within
+    each video; uint8 views are normalised on ``device`` with ``normalisation = (mean, std)``."""
+    video = normalised_on(device, video, normalisation, what="classify_views")
     with autocast(device, amp_dtype):
-        return model(video.to(device, non_blocking=True).flatten(0, 1)).float()
+        return model(video.flatten(0, 1)).float()
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: torch.device,
-             amp_dtype: torch.dtype | None = None, multi_label: bool = False) -> EvalResult:
-    """Classify every view of every video in ``loader`` (batches ``video [B, V, C, T, H, W]``).
+             amp_dtype: torch.dtype | None = None, multi_label: bool = False,
+             normalisation: Normalisation | None = None) -> EvalResult:
+    """Classify every view of every video in ``loader`` (batches ``video [B, V, C, T, H, W]``, float,
+    or uint8 for ``normalisation = (mean, std)`` on ``device``, as ``eval_loader`` gives them).
 
     Under DDP each process scores its shard and every process gets the gathered result.
     """
@@ -91,7 +96,7 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: t
         if batch["video"] is None:
             continue
         b, v = batch["video"].shape[:2]
-        logits = classify_views(model, batch["video"], device=device, amp_dtype=amp_dtype)  # [B*V, K]
+        logits = classify_views(model, batch["video"], device=device, amp_dtype=amp_dtype, normalisation=normalisation)  # [B*V, K]
         target = batch["label"].to(device)
         if multi_label:
             probs = torch.sigmoid(logits)
@@ -181,7 +186,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_list: str | Path, *, views:
     videos = read_any(data_list, class_names=model.class_names)
     loader = eval_loader(config.data, videos, views=views, resize_to=config.eval.resize_to,
                          batch_size=batch_size or config.eval.batch_size, num_workers=num_workers)
-    result = evaluate(model, loader, device=resolved, amp_dtype=amp_dtype, multi_label=videos.multi_label)
+    result = evaluate(model, loader, device=resolved, amp_dtype=amp_dtype, multi_label=videos.multi_label,
+                      normalisation=config.data.normalisation())
     written: list[Path] = []
     if out is not None:
         written = write_predictions(result, videos, out)

@@ -59,14 +59,15 @@ def train_dataset(data: DataConfig, videos: VideoList, *, seed: int) -> VideoDat
 
 
 def eval_transform(data: DataConfig, *, resize_to: int | None, crops: int) -> EvalTransform:
-    """Short side to ``resize_to`` (None: ``data.img_size``), ``crops`` crops, ``data``'s normalisation."""
+    """Short side to ``resize_to`` (None: ``data.img_size``), ``crops`` crops, uint8 views for
+    ``classify_views`` to normalise on the model's device with ``data.normalisation()``."""
     mean, std = data.normalisation()
-    return EvalTransform(data.img_size, resize_to=resize_to, num_crops=crops, mean=mean, std=std)
+    return EvalTransform(data.img_size, resize_to=resize_to, num_crops=crops, mean=mean, std=std, output_dtype=torch.uint8)
 
 
 def eval_dataset(data: DataConfig, videos: VideoList, *, views: tuple[int, int],
                  resize_to: int | None = None, frame_cache: str | None = None) -> VideoDataset:
-    """All ``views = (T, S)`` test views of each video: T temporal clips x S spatial crops, decoded,
+    """All ``views = (T, S)`` test views of each video, uint8 (``eval_transform``): T temporal clips x S spatial crops, decoded,
     or read from ``frame_cache`` (training's validation passes ``data.frame_cache``; ``eval`` and
     ``predict`` decode the files they are given)."""
     transform = eval_transform(data, resize_to=resize_to, crops=views[1])

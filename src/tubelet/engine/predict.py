@@ -17,6 +17,7 @@ from torch import nn
 
 from tubelet.data.decode import DecodeError, open_video, probe_video
 from tubelet.data.lists import VideoEntry, VideoList
+from tubelet.data.transforms import Normalisation
 from tubelet.engine.config import DataConfig
 from tubelet.engine.evaluate import classify_views
 from tubelet.engine.inputs import eval_loader, eval_transform
@@ -33,11 +34,12 @@ def _class_names(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def _probabilities(model: nn.Module, video: torch.Tensor, device: torch.device,
-                   amp_dtype: torch.dtype | None) -> torch.Tensor:
-    """``video [B, V, C, T, H, W]`` -> the mean over its views ``[B, K]``, on the CPU, of the softmax,
-    or for a model trained on multi-label data (its metadata says) of each class's sigmoid."""
-    logits = classify_views(model, video, device=device, amp_dtype=amp_dtype)  # [B*V, K]
+def _probabilities(model: nn.Module, video: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None,
+                   normalisation: Normalisation | None = None) -> torch.Tensor:
+    """``video [B, V, C, T, H, W]`` (float, or uint8 for ``normalisation``) -> the mean over its
+    views ``[B, K]``, on the CPU, of the softmax, or for a model trained on multi-label data (its
+    metadata says) of each class's sigmoid."""
+    logits = classify_views(model, video, device=device, amp_dtype=amp_dtype, normalisation=normalisation)  # [B*V, K]
     scores = logits.sigmoid() if model.metadata.multi_label else logits.softmax(dim=-1)
     return scores.reshape(*video.shape[:2], -1).mean(dim=1).cpu()
 
@@ -65,7 +67,7 @@ def predict_videos(model: nn.Module, paths: Sequence[str | Path], data: DataConf
                                  num_workers=num_workers):
             if batch["video"] is None:
                 continue
-            probs = _probabilities(model, batch["video"], device, amp_dtype)  # [B, K]
+            probs = _probabilities(model, batch["video"], device, amp_dtype, data.normalisation())  # [B, K]
             for row, p in zip(batch["index"].tolist(), probs):
                 results[readable[row]] = {"path": str(paths[readable[row]]), "top": top_classes(p, names, topk)}
     return [result or {"path": str(path), "error": "cannot decode all the frames it needs"}
@@ -100,7 +102,7 @@ def predict_segments(model: nn.Module, path: str | Path, data: DataConfig, *, wi
             length = min(window, duration - start)
             times = [start + (i + 0.5) * length / frames_per for i in range(frames_per)]
             clip = transform(video.frames_at(times))  # [S, C, T, H, W]
-            probs = _probabilities(model, clip[None], device, amp_dtype)[0]  # [K]
+            probs = _probabilities(model, clip[None], device, amp_dtype, data.normalisation())[0]  # [K]
             results.append({"start": round(start, 3), "end": round(start + length, 3),
                             "top": top_classes(probs, names, topk)})
     return results

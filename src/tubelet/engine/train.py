@@ -39,7 +39,7 @@ from tubelet.convert.imagenet import init_from_image, is_image_checkpoint
 from tubelet.data.datasets import derive_seed
 from tubelet.data.failures import FailureTracker
 from tubelet.data.mixup import MixupCutmix
-from tubelet.data.transforms import normalize
+from tubelet.data.transforms import normalised_on
 from tubelet.engine import checkpoint as ckpt
 from tubelet.engine.config import Config, check_limits, config_to_dict, load_config, save_config
 from tubelet.engine.device import autocast, autocast_dtype
@@ -108,11 +108,7 @@ def train_step(state: TrainState, micro_batches: list[dict], *, device: torch.de
     torch.manual_seed(derive_seed(seed, _MODEL_STREAM))  # CPU and every CUDA device
     total = torch.zeros((), device=device)
     for i, batch in enumerate(micro_batches):
-        video = batch["video"].to(device, non_blocking=True)  # [B, C, T, H, W]
-        if video.dtype == torch.uint8:
-            if normalisation is None:
-                raise ValueError("a uint8 video batch needs train_step's normalisation=(mean, std) to be normalised")
-            video = normalize(video, *normalisation, channel_dim=-4)
+        video = normalised_on(device, batch["video"], normalisation, what="train_step")  # [B, C, T, H, W]
         target = batch["label"].to(device, non_blocking=True)
         if mixup is not None:
             generator = torch.Generator().manual_seed(derive_seed(seed, _MIXUP_STREAM, i))
@@ -447,7 +443,8 @@ def train_loop(run: Run) -> dict:
         if validate:
             with whole_weights(state.module):  # shards of the videos may differ in length
                 result = evaluate(state.ema.module if state.ema else state.module, run.val_loader,
-                                  device=run.dist.device, amp_dtype=run.amp_dtype, multi_label=run.multi_label)
+                                  device=run.dist.device, amp_dtype=run.amp_dtype, multi_label=run.multi_label,
+                                  normalisation=run.config.data.normalisation())
             metrics = result.metrics
         saved = _save(run)
         if run.dist.is_main:
