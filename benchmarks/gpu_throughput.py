@@ -48,8 +48,10 @@ against a bf16 8192^3 matmul peak measured in the same run; bf16 autocast). Sect
   ``torch.compile`` (one compilation a cell: run it in a call of its own);
 - ``norm``: TimeSformer-B 8x224 and MViTv2-S 16x224 (beside torchvision) at batch 1 and 32 with each
   LayerNorm backend (``--norm-backend``);
-- ``norm-train``: training steps (AdamW) of TimeSformer-B 8x224 and MViTv2-S 16x224 at batch 16 and
-  ViViT-B factorised self-attention 32x224 at batch 4 with each LayerNorm backend;
+- ``norm-train``: training steps (AdamW) of TimeSformer-B 8x224 at batch 8 and 16, MViTv2-S 16x224 at
+  batch 16 and ViViT-B factorised self-attention 32x224 at batch 4 and 8 with each LayerNorm backend;
+- ``norm-launch``: the host's time for one LayerNorm call, forward and forward + backward, with
+  each backend on an input too small to keep the GPU busy (what a host-bound step pays a call);
 - ``layout``: TimeSformer-B divided 8x224 (inference at batch 1 and 32, training at 16) and ViViT-B
   factorised self-attention 32x224 (batch 8) with each attention layout (``--layout``: ``permute``
   copies or ``view`` s of the tokens, ``tubelet.attention.layout``);
@@ -180,9 +182,9 @@ def _sections(reps: int, warmup: int) -> dict[str, tuple[list[Variant], list[tup
         ], [("tubelet norm triton", "tubelet"), ("tubelet mvit norm triton", "tubelet mvit"),
             ("tubelet mvit", "torchvision mvit"), ("tubelet mvit norm triton", "torchvision mvit")]),
         "norm-train": ([
-            Variant(f"train norm {name}", BenchConfig(models=(model,), batches=(batch,), mode="train", norm_backend=name, **run))
-            for model, batch in ((TSF, 16), (MVIT, 16), (VIVIT3, 4)) for name in ("torch", "triton")
-        ], [("train norm triton", "train norm torch")]),
+            Variant(f"train norm {name}", BenchConfig(models=(model,), batches=batches, mode="train", norm_backend=name, **run))
+            for model, batches in ((TSF, (8, 16)), (MVIT, (16,)), (VIVIT3, (4, 8))) for name in ("torch", "triton", "auto")
+        ], [("train norm triton", "train norm torch"), ("train norm auto", "train norm torch")]),
         "layout": ([
             Variant(f"layout {name}", BenchConfig(models=(TSF,), batches=(1, 32), layout=name, **run)) for name in ("permute", "view")
         ] + [
@@ -464,6 +466,45 @@ def _gemm_section(reps: int, warmup: int) -> tuple[list[dict], str]:
     return rows, "\n".join(lines) + "\n"
 
 
+def _norm_launch_section(reps: int, warmup: int) -> tuple[list[dict], str]:
+    """Host time per call: ``calls`` LayerNorms of ``[64, 768]`` (bf16 input, as a 16-bit residual
+    stream would give) timed on the host's clock, the GPU synchronised once at the end."""
+    from tubelet.layers.norm import LAYER_NORM_BACKEND, LayerNorm
+
+    layer = LayerNorm(768).to(DEVICE)
+    x = torch.randn(64, 768, device=DEVICE).bfloat16().requires_grad_()
+    grad = torch.randn(64, 768, device=DEVICE).bfloat16()
+    calls = 200
+    lines = ["## norm-launch", "", f"Host time of one LayerNorm call on `[64, 768]` bf16 under bf16 autocast, {calls} calls "
+             f"then one synchronisation, median of {reps} (us a call).", "",
+             "| backend | forward, no autograd | forward + backward |", "| --- | --- | --- |"]
+    rows = []
+    for backend in ("torch", "triton"):
+        def forward():
+            with torch.no_grad():
+                for _ in range(calls):
+                    layer(x)
+
+        def forward_backward():
+            for _ in range(calls):
+                torch.autograd.grad(layer(x), (x, layer.weight, layer.bias), grad)
+
+        times = {}
+        with LAYER_NORM_BACKEND.using(backend), torch.autocast("cuda", dtype=torch.bfloat16):
+            for name, work in (("forward", forward), ("forward_backward", forward_backward)):
+                samples = []
+                for repetition in range(warmup + reps):
+                    synchronize(DEVICE)
+                    start = time.perf_counter()
+                    work()
+                    synchronize(DEVICE)
+                    samples.append((time.perf_counter() - start) / calls * 1e6)
+                times[name] = statistics.median(samples[warmup:])
+        rows.append(dict(section="norm-launch", backend=backend, forward_us=times["forward"], forward_backward_us=times["forward_backward"]))
+        lines.append(f"| {backend} | {times['forward']:.1f} | {times['forward_backward']:.1f} |")
+    return rows, "\n".join(lines) + "\n"
+
+
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
@@ -507,7 +548,7 @@ def _profile_section(reps: int, warmup: int) -> tuple[list[dict], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    special = {"kernels": _kernel_section, "step": _step_section, "sdpa": _sdpa_section, "gemms": _gemm_section, "profile": _profile_section}
+    special = {"kernels": _kernel_section, "step": _step_section, "sdpa": _sdpa_section, "gemms": _gemm_section, "norm-launch": _norm_launch_section, "profile": _profile_section}
     names = [*special, *_sections(10, 3)]
     quick = [name for name in names if name not in ("compiled", "autotune")]
     parser.add_argument("--out", required=True, help="folder for gpu_throughput.md and gpu_throughput.json")

@@ -24,6 +24,8 @@ interpreter (``TRITON_INTERPRET=1`` set before this module is imported).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -100,7 +102,7 @@ def _forward(rows_view: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     """``y [rows, N]`` in ``out_dtype``, and with ``stats`` each row's float32 mean and rstd ``[rows]``."""
     rows, n = rows_view.shape
     out = torch.empty(rows_view.shape, dtype=out_dtype, device=rows_view.device)
-    mean, rstd = (torch.empty(rows, dtype=torch.float32, device=rows_view.device) for _ in range(2)) if stats else (out, out)
+    mean, rstd = torch.empty(2, rows, dtype=torch.float32, device=rows_view.device) if stats else (out, out)
     rows_per_program, block = _tile(n)
     _layer_norm_forward[(triton.cdiv(rows, rows_per_program),)](
         rows_view, weight, bias, out, mean, rstd, rows, rows_view.stride(0), out.stride(0), n, eps,
@@ -108,10 +110,11 @@ def _forward(rows_view: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     return out, (mean if stats else None), (rstd if stats else None)
 
 
-def _backward_programs(device: torch.device, tiles: int) -> int:
+@functools.cache
+def _most_backward_programs(device: torch.device) -> int:
     if INTERPRETED:
-        return min(tiles, INTERPRETED_BACKWARD_PROGRAMS)
-    return min(tiles, BACKWARD_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count)
+        return INTERPRETED_BACKWARD_PROGRAMS
+    return BACKWARD_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 class _TrainableLayerNorm(torch.autograd.Function):
@@ -134,14 +137,13 @@ class _TrainableLayerNorm(torch.autograd.Function):
         grad_rows = _rows(grad)
         d_x = torch.empty_like(rows_view)
         rows_per_program, block = _tile(n)
-        programs = _backward_programs(rows_view.device, triton.cdiv(rows, rows_per_program))
-        partial_weight, partial_bias = (torch.empty(programs, n, dtype=torch.float32, device=rows_view.device) for _ in range(2))
+        programs = min(triton.cdiv(rows, rows_per_program), _most_backward_programs(rows_view.device))
+        partial_sums = torch.empty(2, programs, n, dtype=torch.float32, device=rows_view.device)  # weight's, bias's
         _layer_norm_backward[(programs,)](
-            rows_view, weight, grad_rows, mean, rstd, d_x, partial_weight, partial_bias,
+            rows_view, weight, grad_rows, mean, rstd, d_x, partial_sums[0], partial_sums[1],
             rows, rows_view.stride(0), grad_rows.stride(0), d_x.stride(0), n, ROWS=rows_per_program, BLOCK=block)
-        d_weight = partial_weight.sum(0).to(weight.dtype)
-        d_bias = partial_bias.sum(0).to(bias_dtype)
-        return d_x.view(ctx.input_shape), d_weight, d_bias, None, None
+        d_weight, d_bias = partial_sums.sum(1)
+        return d_x.view(ctx.input_shape), d_weight.to(weight.dtype), d_bias.to(bias_dtype), None, None
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
