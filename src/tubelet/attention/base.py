@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tubelet.attention.core import SoftmaxCore
+from tubelet.kernels.dtypes import autocast_matmul_dtype
 
 
 class MultiHeadAttention(nn.Module):
@@ -47,10 +48,9 @@ class MultiHeadAttention(nn.Module):
         """
         if separate:
             weight, bias = self.qkv.weight, self.qkv.bias
-            device = x.device.type
-            if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device) and x.dtype != torch.float64:
+            dtype = autocast_matmul_dtype(x)
+            if dtype is not None:
                 # cast once here: autocast would cast x, and each block of the weight and bias, once per linear
-                dtype = torch.get_autocast_dtype(device)
                 x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
             biases = (None,) * 3 if bias is None else bias.chunk(3)
             q, k, v = (F.linear(x, w, b) for w, b in zip(weight.chunk(3), biases))  # [B, L, D] each

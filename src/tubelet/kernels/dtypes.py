@@ -7,6 +7,16 @@ import functools
 import torch
 
 
+def autocast_matmul_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would cast ``x`` to for a matmul now (None where it would not: autocast
+    off or not available for its device, e.g. ``meta``, or a float64 ``x``), so that a caller can
+    cast once, before a copy or before several products."""
+    device = x.device.type
+    if x.dtype != torch.float64 and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return None
+
+
 def common_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """Autocast's dtype where autocast is on for the tensors' device (as for a matmul or SDPA), else
     the promoted dtype of the inputs."""

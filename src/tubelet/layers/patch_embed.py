@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from tubelet.kernels.dtypes import autocast_matmul_dtype
 from tubelet.layers.norm import LayerNorm
 from tubelet.layers.shape import VideoShape
 
@@ -40,6 +42,12 @@ class PatchEmbed(nn.Module):
     - patch_size) // stride + 1`` (the LVT code: 16 px patches every 14 px, 17 x 17 = 289 tokens a
     frame at 224 px). ``norm=True`` adds a LayerNorm (eps 1e-5) over the embedded tokens, as the
     LVT code's ``OverlapPatchEmbed`` does.
+
+    The filter is the weight of ``proj``, an ``nn.Conv3d`` (the layout of every checkpoint). Without
+    overlap the convolution is one matrix product of the tubelets, each a row of ``C * t * p * p``
+    values, with the flattened filter: tokens come out in their order with no transposing copy, and
+    the product runs at the GPU's matmul rate, where cuDNN's 3D convolution took 2.35 ms of
+    TimeSformer-B's 37.8 ms at batch 32 (H200, BENCHMARKS.md).
     """
 
     def __init__(self, *, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int, stride: int | None = None,
@@ -75,12 +83,26 @@ class PatchEmbed(nn.Module):
                 f"expected a video of shape [B, {self.in_chans}, T, H, W], got {list(video.shape)}"
             )
         shape = self.grid(tuple(video.shape[2:]))
-        tokens = self.proj(video)  # [B, D, T', H', W']
-        # Contiguous: elementwise ops keep a transposed layout, so without this copy every residual
-        # add of a model without class token (whose concatenation would copy) stays transposed and
-        # every LayerNorm copies it again.
-        tokens = tokens.flatten(2).transpose(1, 2).contiguous()  # [B, T'*H'*W', D]
+        if self.stride is None:
+            tokens = F.linear(self._tubelets(video), self.proj.weight.flatten(1), self.proj.bias)  # [B, T'*H'*W', D]
+        else:
+            # Contiguous: elementwise ops keep a transposed layout, so without this copy every residual
+            # add of a model without class token (whose concatenation would copy) stays transposed and
+            # every LayerNorm copies it again.
+            tokens = self.proj(video).flatten(2).transpose(1, 2).contiguous()  # [B, D, T', H', W'] -> [B, T'*H'*W', D]
         return (self.norm(tokens) if hasattr(self, "norm") else tokens), shape
+
+    def _tubelets(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T, H, W] -> [B, T'*H'*W', C*t*p*p]``: each non-overlapping tubelet as a row, its
+        values in the filter's ``(C, t, p, p)`` order, tokens time-major; under autocast cast first,
+        as the product would, so that the one copy moves 16-bit values."""
+        dtype = autocast_matmul_dtype(video)
+        if dtype is not None:
+            video = video.to(dtype)
+        b, c, t, h, w = video.shape
+        depth, size = self.tubelet_size, self.patch_size
+        grid = video.view(b, c, t // depth, depth, h // size, size, w // size, size)
+        return grid.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, -1, c * depth * size * size)
 
     def init_from_2d(self, weight_2d: torch.Tensor, bias: torch.Tensor | None, method: str) -> None:
         """Initialise from an image model's ``[D, C, P, P]`` patch filter (see ``inflate_patch_weight``)."""
