@@ -21,10 +21,10 @@ CASES = [(name, {}) for name in TINY_MODELS] + [("timesformer_divided_tiny_p8_8x
 LINEAR_VARIANTS = ["elu", "sigmoid", "performer", "cosformer", "linformer", "orthoformer"]
 
 
-def _traces_as_one_graph(model: torch.nn.Module, video: torch.Tensor) -> None:
+def _traces_as_one_graph(model: torch.nn.Module, video: torch.Tensor, autocast: bool = False) -> None:
     torch._dynamo.reset()
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         expected = model(video)
         compiled = torch.compile(model, fullgraph=True, backend="eager", dynamic=False)(video)
     torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)
@@ -44,6 +44,15 @@ def test_the_view_layout_compiles_without_graph_breaks(name):
     model = tubelet.create_model(name, num_classes=3, depth=1)
     with ATTENTION_LAYOUT.using("view"):
         _traces_as_one_graph(model, torch.randn(2, *default_input_size(name)))
+
+
+@pytest.mark.parametrize("name", ["timesformer_divided_tiny_p8_8x32", "vivit_factorised_self_tiny_p8t2_8x32"])
+def test_a_model_compiles_without_graph_breaks_under_autocast(name):
+    """The casts done ahead of autocast (patch tubelets, separate Q, K, V products) trace too."""
+    torch.manual_seed(0)
+    model = tubelet.create_model(name, num_classes=3, depth=1)
+    with ATTENTION_LAYOUT.using("view"):
+        _traces_as_one_graph(model, torch.randn(2, *default_input_size(name)), autocast=True)
 
 
 @pytest.mark.parametrize("variant", LINEAR_VARIANTS)

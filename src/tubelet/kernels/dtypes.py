@@ -7,12 +7,17 @@ import functools
 import torch
 
 
+# Devices asked about autocast: a fixed list, since torch.compile on torch 2.11 cannot trace
+# torch.amp.is_autocast_available (a graph break); others take autocast's own casts.
+AUTOCAST_DEVICES = ("cuda", "cpu")
+
+
 def autocast_matmul_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast would cast ``x`` to for a matmul now (None where it would not: autocast
-    off or not available for its device, e.g. ``meta``, or a float64 ``x``), so that a caller can
+    off, a device outside ``AUTOCAST_DEVICES``, e.g. ``meta``, or a float64 ``x``), so that a caller can
     cast once, before a copy or before several products."""
     device = x.device.type
-    if x.dtype != torch.float64 and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+    if x.dtype != torch.float64 and device in AUTOCAST_DEVICES and torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return None
 

@@ -7,14 +7,16 @@ the backward casts the 16-bit output gradient to float32 again before its own ke
 ``LAYER_NORM_BACKEND`` (a ``tubelet.switch.Switch``) picks the implementation:
 
 - ``auto`` (default): ``triton`` for inputs of at least ``KERNEL_MIN_ELEMENTS`` values on CUDA
-  (``KERNEL_MIN_ELEMENTS_TRAINING`` where the backward runs too), ``torch`` otherwise. Measured on an H200 (BENCHMARKS.md, ``gpu_throughput.py --sections norm``):
-  the kernel makes TimeSformer-B 8x224 1.10x and MViTv2-S 16x224 1.29x faster at batch 32, and
-  both slower at batch 1 (0.77x, 0.87x), where the time is the CPU's and a Triton launch costs
-  more of it than ATen's. Batch 32's smallest LayerNorm input is MViTv2-S's last stage, 9.6M
-  values; batch 1's largest is 2.4M. Training steps: TimeSformer-B 8x224 1.07x and MViTv2-S 16x224
-  1.14x faster at batch 16 (1.3 GiB less memory), ViViT-B factorised 32x224 0.64x at batch 4, where
-  the host bounds the step and each of its 9.7M-value LayerNorms costs the host about 0.45 ms with
-  the kernels against 0.1 with ATen's; so training takes them from 16.8M values;
+  where no gradient is needed, ``torch`` otherwise. Measured on an H200 (BENCHMARKS.md,
+  ``gpu_throughput.py --sections norm``): the kernel makes TimeSformer-B 8x224 1.10x and MViTv2-S
+  16x224 1.29x faster at batch 32, and both slower at batch 1 (0.77x, 0.87x), where the time is the
+  CPU's and a Triton launch costs more of it than ATen's. Batch 32's smallest LayerNorm input is
+  MViTv2-S's last stage, 9.6M values; batch 1's largest is 2.4M. In training steps (``--sections
+  norm-train norm-launch``) the kernels made MViTv2-S 16x224 1.14-1.15x faster at batch 16 with
+  1.3 GiB less memory and ViViT-B factorised 32x224 1.12x at batch 8, but TimeSformer-B 8x224
+  0.97-1.07x at batch 16 (two calls) and 0.75x at 8, ViViT-B 0.64-0.77x at batch 4, where the host
+  bounds the step: a LayerNorm's forward and backward cost the host 566 us through the kernels
+  against 259 through ATen. So ``auto`` leaves training to ATen;
 - ``torch``: ``nn.LayerNorm`` as it is;
 - ``triton``: when autocast is on for the input's device and the module is not being compiled
   (inductor fuses LayerNorm itself), Triton kernels (``tubelet.kernels.layer_norm``) compute it
@@ -36,7 +38,6 @@ from tubelet.switch import Switch
 
 LAYER_NORM_BACKEND = Switch("LayerNorm backend", ["auto", "torch", "triton"], "auto")
 KERNEL_MIN_ELEMENTS = 1 << 22  # auto: 4.2M values, between batch 1's largest input and batch 32's smallest
-KERNEL_MIN_ELEMENTS_TRAINING = 1 << 24  # auto under autograd: 16.8M, TimeSformer-B's 19.4M at batch 16, not ViViT-B's 9.7M at 4
 KERNEL_DEVICES = ("cuda", "cpu")  # the CPU through Triton's interpreter, in tests
 
 
@@ -53,7 +54,7 @@ class LayerNorm(nn.LayerNorm):
         backend = LAYER_NORM_BACKEND.get()
         if backend == "auto":
             training = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-            return x.is_cuda and x.numel() >= (KERNEL_MIN_ELEMENTS_TRAINING if training else KERNEL_MIN_ELEMENTS)
+            return x.is_cuda and not training and x.numel() >= KERNEL_MIN_ELEMENTS
         return backend == "triton"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
