@@ -87,6 +87,7 @@ from tubelet.bench.timing import matmul_peak, synchronize, time_repetitions
 from tubelet.convert.lvt import official_arguments
 from tubelet.files import atomic_write_json, atomic_write_text
 from tubelet.kernels.linear_step import STEP_DOT_OPERANDS, STEP_KEY_SPLIT
+from tubelet.kernels.short_attention import SHORT_ATTENTION_TILES
 from tubelet.kernels.linear_step import triton as step_kernels
 from tubelet.kernels.linear_attention.reference import linear_attention_reference
 
@@ -412,20 +413,21 @@ def _sdpa_section(reps: int, warmup: int) -> tuple[list[dict], str]:
         wide = [t.detach()[:64].double().requires_grad_() for t in (q, k, v)]
         expected = (wide[0] @ wide[1].transpose(-2, -1) / 8.0).softmax(-1) @ wide[2]
         expected_grads = torch.autograd.grad(expected, wide, grad[:64].double())
-        for name in sdpa.SDPA_BACKENDS:
+        for name, tiles in [(name, None) for name in sdpa.SDPA_BACKENDS] + [("triton", "block-diagonal")]:
+            label = name if tiles is None else f"{name} {tiles}"
             try:
-                with sdpa.sdpa_backend(name):
+                with sdpa.sdpa_backend(name), SHORT_ATTENTION_TILES.using(tiles):
                     forward = statistics.median(time_repetitions(lambda: sdpa.attention(q.detach(), k.detach(), v.detach()), DEVICE, warmup=warmup, reps=reps))
                     both = statistics.median(time_repetitions(lambda: torch.autograd.grad(sdpa.attention(q, k, v), (q, k, v), grad), DEVICE, warmup=warmup, reps=reps))
                     out = sdpa.attention(q[:64], k[:64], v[:64])
                     grads = torch.autograd.grad(out, (q, k, v), grad[:64])
             except (RuntimeError, ValueError) as failure:  # a kernel that cannot run the call
-                lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {name} | - | - | - | {str(failure).splitlines()[0][:80]} |")
+                lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {label} | - | - | - | {str(failure).splitlines()[0][:80]} |")
                 continue
-            row = dict(section="sdpa", length=length, backend=name, forward_ms=forward * 1e3, forward_backward_ms=both * 1e3,
+            row = dict(section="sdpa", length=length, backend=label, forward_ms=forward * 1e3, forward_backward_ms=both * 1e3,
                        error_out=_relative(out, expected), error_grads=max(_relative(a[:64], b) for a, b in zip(grads, expected_grads)))
             rows.append(row)
-            lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {name} | {row['forward_ms']:.3g} | "
+            lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {label} | {row['forward_ms']:.3g} | "
                          f"{row['forward_backward_ms']:.3g} | {row['error_out']:.1e} | {row['error_grads']:.1e} |")
         del q, k, v, grad
         torch.cuda.empty_cache()
@@ -561,7 +563,10 @@ def main() -> None:
                         help="the fused linear step's key split for every section but step")
     parser.add_argument("--step-short-group", type=int, default=step_kernels.SHORT_GROUP,
                         help="groups of at most this many tokens take the fused step's forward block that pads least (0: never)")
+    parser.add_argument("--short-attention-tiles", default=SHORT_ATTENTION_TILES.get(), choices=SHORT_ATTENTION_TILES.names,
+                        help="how the short-key softmax kernels tile their sequences, for every section (sdpa compares both)")
     args = parser.parse_args()
+    SHORT_ATTENTION_TILES.set(args.short_attention_tiles)
     STEP_DOT_OPERANDS.set(args.step_dot_operands)
     STEP_KEY_SPLIT.set(args.step_key_split)
     step_kernels.SHORT_GROUP = args.step_short_group
@@ -573,7 +578,8 @@ def main() -> None:
                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
                        f"Command: `PYTHONPATH=src python3 benchmarks/gpu_throughput.py --out OUT --sections {' '.join(args.sections)} "
                        f"--reps {args.reps} --warmup {args.warmup} --step-dot-operands {args.step_dot_operands} "
-                       f"--step-key-split {args.step_key_split} --step-short-group {args.step_short_group}`", ""]
+                       f"--step-key-split {args.step_key_split} --step-short-group {args.step_short_group} "
+                       f"--short-attention-tiles {args.short_attention_tiles}`", ""]
     for name in args.sections:
         start = time.perf_counter()
         try:

@@ -19,10 +19,17 @@ pytest.importorskip("triton", reason="the kernels are written in Triton (in the 
 
 import tubelet  # noqa: E402
 from tubelet.attention import sdpa  # noqa: E402
-from tubelet.kernels.short_attention import MAX_LENGTH, triton_short_attention  # noqa: E402
+from tubelet.kernels.short_attention import MAX_LENGTH, SHORT_ATTENTION_TILES, triton_short_attention  # noqa: E402
 from tubelet.kernels.short_attention.reference import short_attention_reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True, params=SHORT_ATTENTION_TILES.names)
+def tiles(request):
+    """Every test with each way the kernels tile their sequences."""
+    with SHORT_ATTENTION_TILES.using(request.param):
+        yield request.param
 
 
 def reference(q, k, v):
@@ -63,6 +70,7 @@ def check(q, k, v, tolerance):
         (1, 5, 5, 7, 12, 20),  # Lq != Lk, widths that need padding, e > d
         (3, 9, 1, 3, 8, 8),  # one query; 9 heads: the last program's block is part empty
         (1, 2, 16, 16, 64, 64),  # 16 frames at the base models' head width
+        (2, 3, 32, 32, 16, 8),  # the most frames; e below a tensor-core product's side
     ],
 )
 def test_kernels_equal_the_reference_forward_and_backward(n, heads, len_q, len_k, d, e):

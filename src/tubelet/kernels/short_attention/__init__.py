@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import torch
 
+from tubelet.switch import Switch
+
 MAX_LENGTH = 32  # queries and keys a call may have: the kernels unroll their loop over the keys
+# How the kernels hold a program's sequences: ``sequences``, a [sequences, L, d] tile and a loop
+# over the keys on the CUDA cores; ``block-diagonal``, the sequences' rows end to end as one
+# [rows, d] tile, every query row against every key row in one tensor-core product, the products
+# across sequences masked out (``BLOCK_ROWS`` rows: 8 sequences of 8 frames, 2 of 32).
+SHORT_ATTENTION_TILES = Switch("short-attention tiles", ["sequences", "block-diagonal"], "sequences")
 
 
 def why_not(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:

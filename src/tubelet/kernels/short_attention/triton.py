@@ -39,9 +39,11 @@ import triton.language as tl
 
 from tubelet.kernels.dtypes import common_dtype
 from tubelet.kernels.interpreter import INTERPRETED
-from tubelet.kernels.short_attention import why_not
+from tubelet.kernels.short_attention import SHORT_ATTENTION_TILES, why_not
 
 TILE_ELEMENTS = 4096  # values of a program's query tile, BLOCK_S x Lq x d (padded to powers of two)
+BLOCK_ROWS = 64  # block-diagonal tiles: query (and key) rows a program takes, BLOCK_S sequences end to end
+DOT_MIN = 16  # the smallest side of a tensor-core product
 
 
 @triton.jit
@@ -129,18 +131,114 @@ def _backward_kernel(
     tl.store(dq_pointers, (dq * scale).to(DQ.dtype.element_ty), mask=rows[:, :, None] & (offs_d[None, None, :] < d))
 
 
+# ----- block-diagonal tiles: many sequences in one tensor-core product -----
+
+@triton.jit
+def _block_rows(base, first, stride_s, stride_l, heads, length, offs_c, width, ROWS: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Rows ``first * BLOCK_L ..`` of the program's sequences laid end to end, ``BLOCK_L`` rows a
+    sequence: the float32 tile ``[ROWS, BLOCK_C]``, each row's sequence, and whether the row exists."""
+    offs_r = tl.arange(0, ROWS)
+    sequence = first + offs_r // BLOCK_L
+    position = offs_r % BLOCK_L
+    live = (sequence < heads) & (position < length)
+    pointers = base + sequence[:, None] * stride_s + position[:, None] * stride_l + offs_c[None, :]
+    return tl.load(pointers, mask=live[:, None] & (offs_c[None, :] < width), other=0.0).to(tl.float32), sequence, live
+
+
+@triton.jit
+def _block_probabilities(q, k, q_sequence, k_sequence, k_live, scale, PRECISION: tl.constexpr):
+    """``[Rq, Rk]`` scores of every query row against every key row, -inf where they belong to
+    different sequences or the key does not exist: a block-diagonal matrix."""
+    scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    return tl.where((q_sequence[:, None] == k_sequence[None, :]) & k_live[None, :], scores, float("-inf"))
+
+
+@triton.jit
+def _block_forward_kernel(
+    Q, K, V, O, LSE,
+    sq_n, sq_h, sq_l, sk_n, sk_h, sk_l, sv_n, sv_h, sv_l, so_n, so_h, so_l, slse_n, slse_h,
+    heads, len_q, d, e, scale,
+    LEN_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, PRECISION: tl.constexpr,
+):
+    n = tl.program_id(0).to(tl.int64)
+    first = tl.program_id(1).to(tl.int64) * BLOCK_S
+    offs_d, offs_e = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_E)
+    q, q_sequence, q_live = _block_rows(Q + n * sq_n, first, sq_h, sq_l, heads, len_q, offs_d, d, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    k, k_sequence, k_live = _block_rows(K + n * sk_n, first, sk_h, sk_l, heads, LEN_K, offs_d, d, BLOCK_S * BLOCK_K, BLOCK_K)
+    v, _, _ = _block_rows(V + n * sv_n, first, sv_h, sv_l, heads, LEN_K, offs_e, e, BLOCK_S * BLOCK_K, BLOCK_K)
+    scores = _block_probabilities(q, k, q_sequence, k_sequence, k_live, scale, PRECISION)
+    top = tl.max(scores, axis=1)
+    top = tl.where(top == float("-inf"), 0.0, top)  # rows of sequences that do not exist
+    p = tl.exp(scores - top[:, None])
+    total = tl.sum(p, axis=1)
+    total = tl.where(total == 0.0, 1.0, total)
+    out = tl.dot(p, v, input_precision=PRECISION) / total[:, None]
+    offs_r = tl.arange(0, BLOCK_S * BLOCK_Q)
+    sequence, position = first + offs_r // BLOCK_Q, offs_r % BLOCK_Q
+    o_pointers = O + n * so_n + sequence[:, None] * so_h + position[:, None] * so_l + offs_e[None, :]
+    tl.store(o_pointers, out.to(O.dtype.element_ty), mask=q_live[:, None] & (offs_e[None, :] < e))
+    tl.store(LSE + n * slse_n + sequence * slse_h + position, top + tl.log(total), mask=q_live)
+
+
+@triton.jit
+def _block_backward_kernel(
+    Q, K, V, O, G, LSE, DQ, DK, DV,
+    sq_n, sq_h, sq_l, sk_n, sk_h, sk_l, sv_n, sv_h, sv_l, so_n, so_h, so_l, sg_n, sg_h, sg_l, slse_n, slse_h,
+    sdq_n, sdq_h, sdq_l, sdk_n, sdk_h, sdk_l, sdv_n, sdv_h, sdv_l,
+    heads, len_q, d, e, scale,
+    LEN_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, PRECISION: tl.constexpr,
+):
+    n = tl.program_id(0).to(tl.int64)
+    first = tl.program_id(1).to(tl.int64) * BLOCK_S
+    offs_d, offs_e = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_E)
+    rows_q, rows_k = BLOCK_S * BLOCK_Q, BLOCK_S * BLOCK_K
+    q, q_sequence, q_live = _block_rows(Q + n * sq_n, first, sq_h, sq_l, heads, len_q, offs_d, d, rows_q, BLOCK_Q)
+    k, k_sequence, k_live = _block_rows(K + n * sk_n, first, sk_h, sk_l, heads, LEN_K, offs_d, d, rows_k, BLOCK_K)
+    v, _, _ = _block_rows(V + n * sv_n, first, sv_h, sv_l, heads, LEN_K, offs_e, e, rows_k, BLOCK_K)
+    grad, _, _ = _block_rows(G + n * sg_n, first, sg_h, sg_l, heads, len_q, offs_e, e, rows_q, BLOCK_Q)
+    out, _, _ = _block_rows(O + n * so_n, first, so_h, so_l, heads, len_q, offs_e, e, rows_q, BLOCK_Q)
+    offs_r = tl.arange(0, rows_q)
+    sequence, position = first + offs_r // BLOCK_Q, offs_r % BLOCK_Q
+    lse = tl.load(LSE + n * slse_n + sequence * slse_h + position, mask=q_live, other=0.0)
+    delta = tl.sum(grad * out, axis=1)
+    scores = _block_probabilities(q, k, q_sequence, k_sequence, k_live, scale, PRECISION)
+    p = tl.where(q_live[:, None], tl.exp(scores - lse[:, None]), 0.0)  # [Rq, Rk], zero off the diagonal blocks
+    d_score = p * (tl.dot(grad, tl.trans(v), input_precision=PRECISION) - delta[:, None])
+    dv = tl.dot(tl.trans(p), grad, input_precision=PRECISION)  # [Rk, e]
+    dq = tl.dot(d_score, k, input_precision=PRECISION) * scale  # [Rq, d]
+    dk = tl.dot(tl.trans(d_score), q, input_precision=PRECISION) * scale  # [Rk, d]
+    tl.store(DQ + n * sdq_n + sequence[:, None] * sdq_h + position[:, None] * sdq_l + offs_d[None, :],
+             dq.to(DQ.dtype.element_ty), mask=q_live[:, None] & (offs_d[None, :] < d))
+    offs_r = tl.arange(0, rows_k)
+    sequence, position = first + offs_r // BLOCK_K, offs_r % BLOCK_K
+    tl.store(DK + n * sdk_n + sequence[:, None] * sdk_h + position[:, None] * sdk_l + offs_d[None, :],
+             dk.to(DK.dtype.element_ty), mask=k_live[:, None] & (offs_d[None, :] < d))
+    tl.store(DV + n * sdv_n + sequence[:, None] * sdv_h + position[:, None] * sdv_l + offs_e[None, :],
+             dv.to(DV.dtype.element_ty), mask=k_live[:, None] & (offs_e[None, :] < e))
+
+
 def _strides(x: torch.Tensor) -> tuple[int, ...]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[tuple[int, int], dict]:
-    """The grid (sequence batch, blocks of heads) and the compile-time sizes of a call."""
+def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[tuple[int, int], dict, bool]:
+    """The grid (sequence batch, blocks of heads), the compile-time sizes of a call, and whether
+    it runs the block-diagonal kernels (``SHORT_ATTENTION_TILES``)."""
     n, heads, len_q, d = q.shape
     len_k, e = v.shape[-2:]
     block_q, block_d, block_e = (triton.next_power_of_2(size) for size in (len_q, d, e))
+    if SHORT_ATTENTION_TILES.get() == "block-diagonal":
+        block_k = triton.next_power_of_2(len_k)
+        block_s = max(1, BLOCK_ROWS // max(block_q, block_k), triton.cdiv(DOT_MIN, min(block_q, block_k)))
+        precision = "ieee" if q.dtype == torch.float32 else "tf32"
+        sizes = dict(LEN_K=len_k, BLOCK_S=block_s, BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_D=max(DOT_MIN, block_d),
+                     BLOCK_E=max(DOT_MIN, block_e), PRECISION=precision, num_warps=4)
+        return (n, triton.cdiv(heads, block_s)), sizes, True
     block_s = min(triton.next_power_of_2(heads), max(1, TILE_ELEMENTS // (block_q * max(block_d, block_e))))
     sizes = dict(LEN_K=len_k, BLOCK_S=block_s, BLOCK_Q=block_q, BLOCK_D=block_d, BLOCK_E=block_e, num_warps=4)
-    return (n, triton.cdiv(heads, block_s)), sizes
+    return (n, triton.cdiv(heads, block_s)), sizes, False
 
 
 # The forward and the backward are custom operators, opaque to torch.compile: it calls them, it
@@ -152,8 +250,9 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Te
     out = q.new_empty(n, len_q, heads, v.shape[-1]).transpose(1, 2)
     lse = q.new_empty(n, heads, len_q, dtype=torch.float32)
     if out.numel():
-        grid, sizes = _launch(q, k, v)
-        _forward_kernel[grid](q, k, v, out, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+        grid, sizes, block_diagonal = _launch(q, k, v)
+        kernel = _block_forward_kernel if block_diagonal else _forward_kernel
+        kernel[grid](q, k, v, out, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
                               lse.stride(0), lse.stride(1), heads, len_q, d, v.shape[-1], 1.0 / math.sqrt(d), **sizes)
     return out, lse
 
@@ -173,8 +272,9 @@ def _attend_backward(
     grad = grad if grad.stride(-1) == 1 else grad.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if dq.numel() or dk.numel():
-        grid, sizes = _launch(q, k, v)
-        _backward_kernel[grid](
+        grid, sizes, block_diagonal = _launch(q, k, v)
+        kernel = _block_backward_kernel if block_diagonal else _backward_kernel
+        kernel[grid](
             q, k, v, out, grad, lse, dq, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), *_strides(out), *_strides(grad), lse.stride(0), lse.stride(1),
             *_strides(dq), *_strides(dk), *_strides(dv),
