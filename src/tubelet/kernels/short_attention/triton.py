@@ -193,13 +193,12 @@ def _block_backward_kernel(
     n = tl.program_id(0).to(tl.int64)
     first = tl.program_id(1).to(tl.int64) * BLOCK_S
     offs_d, offs_e = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_E)
-    rows_q, rows_k = BLOCK_S * BLOCK_Q, BLOCK_S * BLOCK_K
-    q, q_sequence, q_live = _block_rows(Q + n * sq_n, first, sq_h, sq_l, heads, len_q, offs_d, d, rows_q, BLOCK_Q)
-    k, k_sequence, k_live = _block_rows(K + n * sk_n, first, sk_h, sk_l, heads, LEN_K, offs_d, d, rows_k, BLOCK_K)
-    v, _, _ = _block_rows(V + n * sv_n, first, sv_h, sv_l, heads, LEN_K, offs_e, e, rows_k, BLOCK_K)
-    grad, _, _ = _block_rows(G + n * sg_n, first, sg_h, sg_l, heads, len_q, offs_e, e, rows_q, BLOCK_Q)
-    out, _, _ = _block_rows(O + n * so_n, first, so_h, so_l, heads, len_q, offs_e, e, rows_q, BLOCK_Q)
-    offs_r = tl.arange(0, rows_q)
+    q, q_sequence, q_live = _block_rows(Q + n * sq_n, first, sq_h, sq_l, heads, len_q, offs_d, d, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    k, k_sequence, k_live = _block_rows(K + n * sk_n, first, sk_h, sk_l, heads, LEN_K, offs_d, d, BLOCK_S * BLOCK_K, BLOCK_K)
+    v, _, _ = _block_rows(V + n * sv_n, first, sv_h, sv_l, heads, LEN_K, offs_e, e, BLOCK_S * BLOCK_K, BLOCK_K)
+    grad, _, _ = _block_rows(G + n * sg_n, first, sg_h, sg_l, heads, len_q, offs_e, e, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    out, _, _ = _block_rows(O + n * so_n, first, so_h, so_l, heads, len_q, offs_e, e, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    offs_r = tl.arange(0, BLOCK_S * BLOCK_Q)
     sequence, position = first + offs_r // BLOCK_Q, offs_r % BLOCK_Q
     lse = tl.load(LSE + n * slse_n + sequence * slse_h + position, mask=q_live, other=0.0)
     delta = tl.sum(grad * out, axis=1)
@@ -211,7 +210,7 @@ def _block_backward_kernel(
     dk = tl.dot(tl.trans(d_score), q, input_precision=PRECISION) * scale  # [Rk, d]
     tl.store(DQ + n * sdq_n + sequence[:, None] * sdq_h + position[:, None] * sdq_l + offs_d[None, :],
              dq.to(DQ.dtype.element_ty), mask=q_live[:, None] & (offs_d[None, :] < d))
-    offs_r = tl.arange(0, rows_k)
+    offs_r = tl.arange(0, BLOCK_S * BLOCK_K)
     sequence, position = first + offs_r // BLOCK_K, offs_r % BLOCK_K
     tl.store(DK + n * sdk_n + sequence[:, None] * sdk_h + position[:, None] * sdk_l + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=k_live[:, None] & (offs_d[None, :] < d))
@@ -232,7 +231,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[tuple[in
     if SHORT_ATTENTION_TILES.get() == "block-diagonal":
         block_k = triton.next_power_of_2(len_k)
         block_s = max(1, BLOCK_ROWS // max(block_q, block_k), triton.cdiv(DOT_MIN, min(block_q, block_k)))
-        precision = "ieee" if q.dtype == torch.float32 else "tf32"
+        precision = "ieee" if q.dtype == torch.float32 else "tf32x3"  # float32-accurate products, as the other tiling
         sizes = dict(LEN_K=len_k, BLOCK_S=block_s, BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_D=max(DOT_MIN, block_d),
                      BLOCK_E=max(DOT_MIN, block_e), PRECISION=precision, num_warps=4)
         return (n, triton.cdiv(heads, block_s)), sizes, True
