@@ -22,6 +22,15 @@ float32 per query) and, with ``delta_i = dO_i . O_i``:
 
 in the same single pass over the keys, so every input is read once and every gradient written once.
 
+With ``SHORT_ATTENTION_TILES`` set to ``block-diagonal`` the same equations run as tensor-core
+products instead: a program lays its ``BLOCK_S`` sequences' query rows end to end (``BLOCK_ROWS``
+rows, e.g. 8 sequences of 8 frames) and their key rows likewise, computes every query row against
+every key row in one ``[Rq, d] x [d, Rk]`` product, and masks the scores of rows from different
+sequences to -inf, so P is block-diagonal; the output and the backward's five products
+(``dO V^T``, ``P^T dO``, ``dS K``, ``dS^T Q``) are whole-tile products too. It computes
+``BLOCK_S`` times the useful scores, which at these lengths costs less than the bytes take;
+16-bit inputs multiply as ``tf32x3`` (float32-accurate), float32 ones in IEEE float32.
+
 Tensors are ``[N, heads, L, c]`` with any strides but a unit stride in ``c``; the output is laid out
 ``[N, Lq, heads, e]`` in memory, as PyTorch's flash and memory-efficient kernels lay theirs, so a
 caller that transposes it back to tokens gets a view. 16-bit inputs are computed in float32 and
@@ -134,23 +143,47 @@ def _backward_kernel(
 # ----- block-diagonal tiles: many sequences in one tensor-core product -----
 
 @triton.jit
-def _block_rows(base, first, stride_s, stride_l, heads, length, offs_c, width, ROWS: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Rows ``first * BLOCK_L ..`` of the program's sequences laid end to end, ``BLOCK_L`` rows a
-    sequence: the float32 tile ``[ROWS, BLOCK_C]``, each row's sequence, and whether the row exists."""
+def _rows_of(first, ROWS: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Each of a tile's ``ROWS`` rows (the program's sequences end to end, ``BLOCK_L`` rows a
+    sequence): its sequence and its position in it."""
     offs_r = tl.arange(0, ROWS)
-    sequence = first + offs_r // BLOCK_L
-    position = offs_r % BLOCK_L
+    return first + offs_r // BLOCK_L, offs_r % BLOCK_L
+
+
+@triton.jit
+def _load_block(base, first, stride_s, stride_l, heads, length, offs_c, width, ROWS: tl.constexpr, BLOCK_L: tl.constexpr):
+    """The float32 tile ``[ROWS, BLOCK_C]`` of the program's rows, each row's sequence, and
+    whether the row exists."""
+    sequence, position = _rows_of(first, ROWS, BLOCK_L)
     live = (sequence < heads) & (position < length)
     pointers = base + sequence[:, None] * stride_s + position[:, None] * stride_l + offs_c[None, :]
     return tl.load(pointers, mask=live[:, None] & (offs_c[None, :] < width), other=0.0).to(tl.float32), sequence, live
 
 
 @triton.jit
-def _block_probabilities(q, k, q_sequence, k_sequence, k_live, scale, PRECISION: tl.constexpr):
-    """``[Rq, Rk]`` scores of every query row against every key row, -inf where they belong to
-    different sequences or the key does not exist: a block-diagonal matrix."""
+def _store_block(base, values, live, first, stride_s, stride_l, offs_c, width, ROWS: tl.constexpr, BLOCK_L: tl.constexpr):
+    sequence, position = _rows_of(first, ROWS, BLOCK_L)
+    pointers = base + sequence[:, None] * stride_s + position[:, None] * stride_l + offs_c[None, :]
+    tl.store(pointers, values.to(base.dtype.element_ty), mask=live[:, None] & (offs_c[None, :] < width))
+
+
+@triton.jit
+def _block_start(Q, K, V, sq_n, sq_h, sq_l, sk_n, sk_h, sk_l, sv_n, sv_h, sv_l, heads, len_q, d, e, scale,
+                 LEN_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+                 BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, PRECISION: tl.constexpr):
+    """This program's sequence batch ``n`` and first sequence, the offsets of the widths, its
+    query, key and value tiles with their live rows, and the ``[Rq, Rk]`` scores of every query row
+    against every key row, -inf where the two belong to different sequences or the key does not
+    exist: a block-diagonal matrix."""
+    n = tl.program_id(0).to(tl.int64)
+    first = tl.program_id(1).to(tl.int64) * BLOCK_S
+    offs_d, offs_e = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_E)
+    q, q_sequence, q_live = _load_block(Q + n * sq_n, first, sq_h, sq_l, heads, len_q, offs_d, d, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    k, k_sequence, k_live = _load_block(K + n * sk_n, first, sk_h, sk_l, heads, LEN_K, offs_d, d, BLOCK_S * BLOCK_K, BLOCK_K)
+    v, _, _ = _load_block(V + n * sv_n, first, sv_h, sv_l, heads, LEN_K, offs_e, e, BLOCK_S * BLOCK_K, BLOCK_K)
     scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-    return tl.where((q_sequence[:, None] == k_sequence[None, :]) & k_live[None, :], scores, float("-inf"))
+    scores = tl.where((q_sequence[:, None] == k_sequence[None, :]) & k_live[None, :], scores, float("-inf"))
+    return n, first, offs_d, offs_e, q, q_live, k, k_live, v, scores
 
 
 @triton.jit
@@ -161,23 +194,17 @@ def _block_forward_kernel(
     LEN_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
-    first = tl.program_id(1).to(tl.int64) * BLOCK_S
-    offs_d, offs_e = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_E)
-    q, q_sequence, q_live = _block_rows(Q + n * sq_n, first, sq_h, sq_l, heads, len_q, offs_d, d, BLOCK_S * BLOCK_Q, BLOCK_Q)
-    k, k_sequence, k_live = _block_rows(K + n * sk_n, first, sk_h, sk_l, heads, LEN_K, offs_d, d, BLOCK_S * BLOCK_K, BLOCK_K)
-    v, _, _ = _block_rows(V + n * sv_n, first, sv_h, sv_l, heads, LEN_K, offs_e, e, BLOCK_S * BLOCK_K, BLOCK_K)
-    scores = _block_probabilities(q, k, q_sequence, k_sequence, k_live, scale, PRECISION)
+    n, first, offs_d, offs_e, q, q_live, k, k_live, v, scores = _block_start(
+        Q, K, V, sq_n, sq_h, sq_l, sk_n, sk_h, sk_l, sv_n, sv_h, sv_l, heads, len_q, d, e, scale,
+        LEN_K, BLOCK_S, BLOCK_Q, BLOCK_K, BLOCK_D, BLOCK_E, PRECISION)
     top = tl.max(scores, axis=1)
     top = tl.where(top == float("-inf"), 0.0, top)  # rows of sequences that do not exist
     p = tl.exp(scores - top[:, None])
     total = tl.sum(p, axis=1)
     total = tl.where(total == 0.0, 1.0, total)
     out = tl.dot(p, v, input_precision=PRECISION) / total[:, None]
-    offs_r = tl.arange(0, BLOCK_S * BLOCK_Q)
-    sequence, position = first + offs_r // BLOCK_Q, offs_r % BLOCK_Q
-    o_pointers = O + n * so_n + sequence[:, None] * so_h + position[:, None] * so_l + offs_e[None, :]
-    tl.store(o_pointers, out.to(O.dtype.element_ty), mask=q_live[:, None] & (offs_e[None, :] < e))
+    _store_block(O + n * so_n, out, q_live, first, so_h, so_l, offs_e, e, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    sequence, position = _rows_of(first, BLOCK_S * BLOCK_Q, BLOCK_Q)
     tl.store(LSE + n * slse_n + sequence * slse_h + position, top + tl.log(total), mask=q_live)
 
 
@@ -190,32 +217,22 @@ def _block_backward_kernel(
     LEN_K: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
-    first = tl.program_id(1).to(tl.int64) * BLOCK_S
-    offs_d, offs_e = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_E)
-    q, q_sequence, q_live = _block_rows(Q + n * sq_n, first, sq_h, sq_l, heads, len_q, offs_d, d, BLOCK_S * BLOCK_Q, BLOCK_Q)
-    k, k_sequence, k_live = _block_rows(K + n * sk_n, first, sk_h, sk_l, heads, LEN_K, offs_d, d, BLOCK_S * BLOCK_K, BLOCK_K)
-    v, _, _ = _block_rows(V + n * sv_n, first, sv_h, sv_l, heads, LEN_K, offs_e, e, BLOCK_S * BLOCK_K, BLOCK_K)
-    grad, _, _ = _block_rows(G + n * sg_n, first, sg_h, sg_l, heads, len_q, offs_e, e, BLOCK_S * BLOCK_Q, BLOCK_Q)
-    out, _, _ = _block_rows(O + n * so_n, first, so_h, so_l, heads, len_q, offs_e, e, BLOCK_S * BLOCK_Q, BLOCK_Q)
-    offs_r = tl.arange(0, BLOCK_S * BLOCK_Q)
-    sequence, position = first + offs_r // BLOCK_Q, offs_r % BLOCK_Q
+    n, first, offs_d, offs_e, q, q_live, k, k_live, v, scores = _block_start(
+        Q, K, V, sq_n, sq_h, sq_l, sk_n, sk_h, sk_l, sv_n, sv_h, sv_l, heads, len_q, d, e, scale,
+        LEN_K, BLOCK_S, BLOCK_Q, BLOCK_K, BLOCK_D, BLOCK_E, PRECISION)
+    grad, _, _ = _load_block(G + n * sg_n, first, sg_h, sg_l, heads, len_q, offs_e, e, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    out, _, _ = _load_block(O + n * so_n, first, so_h, so_l, heads, len_q, offs_e, e, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    sequence, position = _rows_of(first, BLOCK_S * BLOCK_Q, BLOCK_Q)
     lse = tl.load(LSE + n * slse_n + sequence * slse_h + position, mask=q_live, other=0.0)
     delta = tl.sum(grad * out, axis=1)
-    scores = _block_probabilities(q, k, q_sequence, k_sequence, k_live, scale, PRECISION)
     p = tl.where(q_live[:, None], tl.exp(scores - lse[:, None]), 0.0)  # [Rq, Rk], zero off the diagonal blocks
     d_score = p * (tl.dot(grad, tl.trans(v), input_precision=PRECISION) - delta[:, None])
     dv = tl.dot(tl.trans(p), grad, input_precision=PRECISION)  # [Rk, e]
     dq = tl.dot(d_score, k, input_precision=PRECISION) * scale  # [Rq, d]
     dk = tl.dot(tl.trans(d_score), q, input_precision=PRECISION) * scale  # [Rk, d]
-    tl.store(DQ + n * sdq_n + sequence[:, None] * sdq_h + position[:, None] * sdq_l + offs_d[None, :],
-             dq.to(DQ.dtype.element_ty), mask=q_live[:, None] & (offs_d[None, :] < d))
-    offs_r = tl.arange(0, BLOCK_S * BLOCK_K)
-    sequence, position = first + offs_r // BLOCK_K, offs_r % BLOCK_K
-    tl.store(DK + n * sdk_n + sequence[:, None] * sdk_h + position[:, None] * sdk_l + offs_d[None, :],
-             dk.to(DK.dtype.element_ty), mask=k_live[:, None] & (offs_d[None, :] < d))
-    tl.store(DV + n * sdv_n + sequence[:, None] * sdv_h + position[:, None] * sdv_l + offs_e[None, :],
-             dv.to(DV.dtype.element_ty), mask=k_live[:, None] & (offs_e[None, :] < e))
+    _store_block(DQ + n * sdq_n, dq, q_live, first, sdq_h, sdq_l, offs_d, d, BLOCK_S * BLOCK_Q, BLOCK_Q)
+    _store_block(DK + n * sdk_n, dk, k_live, first, sdk_h, sdk_l, offs_d, d, BLOCK_S * BLOCK_K, BLOCK_K)
+    _store_block(DV + n * sdv_n, dv, k_live, first, sdv_h, sdv_l, offs_e, e, BLOCK_S * BLOCK_K, BLOCK_K)
 
 
 def _strides(x: torch.Tensor) -> tuple[int, ...]:
