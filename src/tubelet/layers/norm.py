@@ -23,7 +23,7 @@ the backward casts the 16-bit output gradient to float32 again before its own ke
   in float32 and write autocast's dtype, the numbers the next matmul sees either way; under
   autograd a backward kernel reads the 16-bit output gradient and gives the input's gradient in
   the input's dtype and float32 gradients of weight and bias, as ``nn.LayerNorm`` under autocast
-  does. Elsewhere (float32, compiling) it is ``nn.LayerNorm``.
+  does. Elsewhere (autocast off, a float64 input, compiling) it is ``nn.LayerNorm``.
 
 Weights, state-dict keys and ``isinstance(m, nn.LayerNorm)`` are those of ``nn.LayerNorm``.
 """
@@ -33,12 +33,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tubelet.kernels.dtypes import autocast_matmul_dtype
 from tubelet.kernels.layer_norm import triton_layer_norm
 from tubelet.switch import Switch
 
 LAYER_NORM_BACKEND = Switch("LayerNorm backend", ["auto", "torch", "triton"], "auto")
 KERNEL_MIN_ELEMENTS = 1 << 22  # auto: 4.2M values, between batch 1's largest input and batch 32's smallest
-KERNEL_DEVICES = ("cuda", "cpu")  # the CPU through Triton's interpreter, in tests
 
 
 class LayerNorm(nn.LayerNorm):
@@ -48,8 +48,7 @@ class LayerNorm(nn.LayerNorm):
         """Whether ``forward(x)`` runs the Triton kernel now."""
         if (torch.compiler.is_compiling() or self.weight is None or self.bias is None
                 or len(self.normalized_shape) != 1
-                or x.device.type not in KERNEL_DEVICES  # autocast has no state for others, e.g. "meta" (FLOP counts)
-                or not torch.is_autocast_enabled(x.device.type)):
+                or autocast_matmul_dtype(x) is None):  # no autocast here, e.g. "meta" (FLOP counts), or float64
             return False
         backend = LAYER_NORM_BACKEND.get()
         if backend == "auto":
@@ -60,4 +59,4 @@ class LayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.uses_kernel(x):
             return super().forward(x)
-        return triton_layer_norm(x, self.weight, self.bias, self.eps, torch.get_autocast_dtype(x.device.type))
+        return triton_layer_norm(x, self.weight, self.bias, self.eps, autocast_matmul_dtype(x))
