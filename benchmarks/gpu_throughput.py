@@ -413,7 +413,8 @@ def _sdpa_section(reps: int, warmup: int) -> tuple[list[dict], str]:
         wide = [t.detach()[:64].double().requires_grad_() for t in (q, k, v)]
         expected = (wide[0] @ wide[1].transpose(-2, -1) / 8.0).softmax(-1) @ wide[2]
         expected_grads = torch.autograd.grad(expected, wide, grad[:64].double())
-        for name, tiles in [(name, None) for name in sdpa.SDPA_BACKENDS] + [("triton", "block-diagonal")]:
+        other_tiles = [("triton", tiles) for tiles in SHORT_ATTENTION_TILES.names if tiles != SHORT_ATTENTION_TILES.get()]
+        for name, tiles in [(name, None) for name in sdpa.SDPA_BACKENDS] + other_tiles:
             label = name if tiles is None else f"{name} {tiles}"
             try:
                 with sdpa.sdpa_backend(name), SHORT_ATTENTION_TILES.using(tiles):
@@ -422,7 +423,7 @@ def _sdpa_section(reps: int, warmup: int) -> tuple[list[dict], str]:
                     out = sdpa.attention(q[:64], k[:64], v[:64])
                     grads = torch.autograd.grad(out, (q, k, v), grad[:64])
             except (RuntimeError, ValueError) as failure:  # a kernel that cannot run the call
-                lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {label} | - | - | - | {str(failure).splitlines()[0][:80]} |")
+                lines.append(f"| {length} | {[sequences, heads, length, 64]}, {where} | {label} | - | - | - | {str(failure).splitlines()[0]} |")
                 continue
             row = dict(section="sdpa", length=length, backend=label, forward_ms=forward * 1e3, forward_backward_ms=both * 1e3,
                        error_out=_relative(out, expected), error_grads=max(_relative(a[:64], b) for a, b in zip(grads, expected_grads)))

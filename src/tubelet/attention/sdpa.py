@@ -20,9 +20,12 @@ launch.
 ``auto``'s exceptions are measured (H200, bf16, ``benchmarks/gpu_throughput.py --sections sdpa``,
 BENCHMARKS.md): at 8 and 16 keys, TimeSformer's temporal steps, the memory-efficient kernel takes
 0.66x the time of PyTorch's choice there (cuDNN) and of flash, while at 197 and 785 keys cuDNN is
-fastest. tubelet's kernel for short sequences (``tubelet.kernels.short_attention``) takes 0.41x
-the memory-efficient kernel's time forward and 0.63x forward and backward at 8 keys (16 and 32
-keys: faster forward, slower backward), so ``auto`` takes it for at most 8 queries and keys;
+fastest. tubelet's kernel for short sequences (``tubelet.kernels.short_attention``, block-diagonal
+tiles) takes 0.40x the memory-efficient kernel's time forward and 0.45x forward and backward at 8
+keys, which made TimeSformer-B 8x224 1.18x faster at batch 32 and its training step 1.12x. At 16
+keys the kernel alone is faster too (0.68x, 0.78x), but in the models' training steps it was not
+(TimeSformer-B 16x224 0.98x, ViViT-B factorised 32x224 0.84x), and at 32 keys it is slower (1.2-1.4x),
+so ``auto`` takes it for at most 8 queries and keys;
 ``SHORT_KEY_KERNEL`` (``triton`` or ``efficient``) says which of the two ``auto`` takes there.
 Under ``torch.compile`` ``auto`` leaves the choice to the compiler.
 

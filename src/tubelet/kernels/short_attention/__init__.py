@@ -17,8 +17,10 @@ MAX_LENGTH = 32  # queries and keys a call may have: the kernels unroll their lo
 # How the kernels hold a program's sequences: ``sequences``, a [sequences, L, d] tile and a loop
 # over the keys on the CUDA cores; ``block-diagonal``, the sequences' rows end to end as one
 # [rows, d] tile, every query row against every key row in one tensor-core product, the products
-# across sequences masked out (``BLOCK_ROWS`` rows: 8 sequences of 8 frames, 2 of 32).
-SHORT_ATTENTION_TILES = Switch("short-attention tiles", ["sequences", "block-diagonal"], "sequences")
+# across sequences masked out (``BLOCK_ROWS`` rows: 8 sequences of 8 frames, 2 of 32). Measured on an
+# H200 (BENCHMARKS.md): block-diagonal tiles take 0.73x the sequence tiles' forward and backward
+# time at 8 keys and 0.34x at 16, the same forward time at 8 and 0.90x at 16.
+SHORT_ATTENTION_TILES = Switch("short-attention tiles", ["sequences", "block-diagonal"], "block-diagonal")
 
 
 def why_not(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
