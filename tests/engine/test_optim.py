@@ -47,3 +47,15 @@ def test_ema_follows_the_formula(tiny_net):
     for name, value in ema.state_dict().items():
         torch.testing.assert_close(value, 0.9 * before[name] + 0.1 * (before[name] + 1.0))
     assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_adamw_on_cpu_parameters_is_the_default_implementation_over_the_same_groups(tiny_net):
+    """Off CUDA ``adamw`` is ``torch.optim.AdamW`` as it is (the fused choice is CUDA's, tested on
+    the GPU machine), keeping each group's own options."""
+    from tubelet.engine.optim import adamw
+
+    groups = param_groups(tiny_net, weight_decay=0.05, layer_decay=1.0)
+    optimizer = adamw(groups, lr=0.1, betas=(0.9, 0.95))
+    assert not optimizer.defaults["fused"]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [g["weight_decay"] for g in groups]
+    assert optimizer.defaults["betas"] == (0.9, 0.95)

@@ -6,7 +6,7 @@ cell is measured: ``warmup`` untimed steps, then the median of ``reps`` timed on
 the GPU, ``perf_counter`` on the CPU). A step is one forward pass under ``torch.no_grad``
 (``infer``; the steps of a cell share autocast's weight cache), or forward, cross-entropy,
 backward and an AdamW update (``train``); with ``bf16`` the forward runs under autocast, weights
-stay float32. An out-of-memory error or any other
+stay float32 (AdamW: ``tubelet.engine.optim.adamw``, the engine's). An out-of-memory error or any other
 failure (a compile that breaks, say) becomes that cell's status, and the grid goes on.
 
 FLOPs are counted once per (model, frames, size) by ``torch.utils.flop_counter`` on the ``meta``
@@ -40,6 +40,7 @@ from tubelet.attention.fast_paths import fast_paths
 from tubelet.layers.norm import LAYER_NORM_BACKEND
 from tubelet.bench.reference import ReferenceUnavailable, build_reference
 from tubelet.bench.timing import PEAK_SIZES, capture_cuda_graph, matmul_peak, time_repetitions
+from tubelet.engine.optim import adamw
 from tubelet.models.registry import create_model, model_arguments
 from tubelet.models.summary import default_input_size, model_cost
 
@@ -209,7 +210,7 @@ def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, d
             step = capture_cuda_graph(step, device, warmup=config.warmup)
     else:
         impl.module.train()
-        optimizer = torch.optim.AdamW(impl.module.parameters(), lr=1e-5)
+        optimizer = adamw(impl.module.parameters(), lr=1e-5)  # the engine's AdamW, for every implementation
         labels = torch.randint(0, impl.num_classes, shape[:1], device=device, generator=generator)
 
         def step():

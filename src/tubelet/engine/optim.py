@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from tubelet.engine.config import TrainConfig
 
@@ -45,5 +48,17 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+        return adamw(groups, lr=config.lr, betas=config.betas)
     raise ValueError(f"train.optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+
+
+def adamw(params: Iterable[nn.Parameter] | list[dict], **options) -> torch.optim.AdamW:
+    """``torch.optim.AdamW(params, **options)`` with PyTorch's fused kernel where every parameter
+    is a plain CUDA tensor (all tensors updated in one launch; on an H200 1.5 ms a step for
+    TimeSformer-B's 121.6M parameters against 3.5 ms for the multi-tensor ``foreach`` kernels,
+    BENCHMARKS.md), and the default implementation otherwise (CPU, sharded DTensor parameters).
+    The same update within float32 rounding."""
+    params = list(params)
+    tensors = [p for group in params for p in group["params"]] if params and isinstance(params[0], dict) else params
+    fused = bool(tensors) and all(p.is_cuda and not isinstance(p, DTensor) for p in tensors)
+    return torch.optim.AdamW(params, fused=fused or None, **options)
