@@ -11,7 +11,7 @@ from tubelet.attention.layout import uses_views
 from tubelet.attention.registry import register_attention
 from tubelet.layers.drop_path import DropPath
 from tubelet.layers.norm import LayerNorm
-from tubelet.layers.shape import VideoShape
+from tubelet.layers.shape import VideoShape, split_prefix
 
 TUBES = Grouping("tube")
 
@@ -63,7 +63,7 @@ class DividedSpaceTimeAttention(nn.Module):
         """The ``permute`` layout: the tubes as ``partition`` copies, norm and projections on them."""
         batch, dim = x.shape[0], x.shape[-1]
         p = shape.num_prefix(x.shape[1])
-        prefix, patches = x[:, :p], x[:, p:]
+        prefix, patches = split_prefix(x, p)
 
         tubes = partition(patches, shape, (shape.t, 1, 1))  # [B*H*W, T, D]
         update = self.drop_path(self.temporal_attn(self.temporal_norm(tubes)))
@@ -72,8 +72,9 @@ class DividedSpaceTimeAttention(nn.Module):
         frames = patches.reshape(batch * shape.t, shape.spatial, dim)  # [B*T, H*W, D]
         frame_prefix = prefix.unsqueeze(1).expand(-1, shape.t, -1, -1).reshape(batch * shape.t, p, dim)
         update = self.drop_path(self.attn(self.norm(torch.cat([frame_prefix, frames], dim=1))))  # [B*T, P+H*W, D]
-        prefix = prefix + update[:, :p].reshape(batch, shape.t, p, dim).mean(dim=1)
-        patches = patches + update[:, p:].reshape(batch, shape.num_patches, dim)
+        prefix_update, patch_update = split_prefix(update, p)
+        prefix = prefix + prefix_update.reshape(batch, shape.t, p, dim).mean(dim=1)
+        patches = patches + patch_update.reshape(batch, shape.num_patches, dim)
         return torch.cat([prefix, patches], dim=1)
 
     def forward_views(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
@@ -84,18 +85,19 @@ class DividedSpaceTimeAttention(nn.Module):
         p = shape.num_prefix(x.shape[1])
         attn = self.temporal_attn
         # the prefix tokens are normed and projected too: x stays contiguous (LayerNorm copies a slice)
-        q, k, v = (t[:, :, p:] for t in attn.split_heads(self.temporal_norm(x), separate=True))  # [B, heads, T*H*W, d]
+        q, k, v = (split_prefix(t, p, dim=2)[1] for t in attn.split_heads(self.temporal_norm(x), separate=True))  # [B, heads, T*H*W, d]
         out = attend_in_groups(attn.core, q, k, v, shape, TUBES)  # [B, heads, T*H*W, d], a view
         update = attn.merge_heads(out).view(batch, shape.t, shape.spatial, dim)  # [B, T, H*W, D]
         update = self.drop_path(update, samples=(batch, 1, shape.spatial, 1))  # per tube, as forward_permuted
-        patches = x[:, p:] + self.temporal_fc(update.view(batch, shape.num_patches, dim))  # [B, T*H*W, D]
+        prefix, patches = split_prefix(x, p)
+        patches = patches + self.temporal_fc(update.view(batch, shape.num_patches, dim))  # [B, T*H*W, D]
 
         frames = patches.view(batch * shape.t, shape.spatial, dim)  # [B*T, H*W, D]
         if p == 0:
             return frames.add(self.drop_path(self.attn(self.norm(frames)))).view(batch, shape.num_patches, dim)
-        prefix = x[:, :p]
         frame_prefix = prefix.unsqueeze(1).expand(-1, shape.t, -1, -1).reshape(batch * shape.t, p, dim)
         update = self.drop_path(self.attn(self.norm(torch.cat([frame_prefix, frames], dim=1))))  # [B*T, P+H*W, D]
-        prefix = prefix + update[:, :p].unflatten(0, (batch, shape.t)).mean(dim=1)  # [B, P, D]
-        patches = (frames + update[:, p:]).view(batch, shape.num_patches, dim)  # the add reads the slice in place
+        prefix_update, patch_update = split_prefix(update, p)
+        prefix = prefix + prefix_update.unflatten(0, (batch, shape.t)).mean(dim=1)  # [B, P, D]
+        patches = (frames + patch_update).view(batch, shape.num_patches, dim)  # the add reads the slice in place
         return torch.cat([prefix, patches], dim=1)

@@ -31,7 +31,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from tubelet.layers.shape import VideoShape
+from tubelet.layers.shape import VideoShape, split_prefix
 
 Offset = tuple[int, int, int]
 
@@ -103,9 +103,10 @@ class ChannelShift:
         """``[B, P + T*H*W, *M, C] -> [B, P + T*H*W, *M, C]`` (``M``: e.g. K and V stacked)."""
         batch, middle, channels = x.shape[0], x.shape[2:-1], x.shape[-1]
         p = shape.num_prefix(x.shape[1])
-        grid = x[:, p:].reshape(batch, shape.t, shape.h, shape.w, *middle, channels)  # [B, T, H, W, *M, C]
+        prefix, patches = split_prefix(x, p)
+        grid = patches.reshape(batch, shape.t, shape.h, shape.w, *middle, channels)  # [B, T, H, W, *M, C]
         shifted = shift_channels(grid, self.offsets, self.fold(channels)).reshape(batch, -1, *middle, channels)  # [B, N, *M, C]
-        return torch.cat([x[:, :p], shifted], dim=1) if p else shifted
+        return torch.cat([prefix, shifted], dim=1) if p else shifted
 
     def on_heads(self, x: torch.Tensor, shape: VideoShape) -> torch.Tensor:
         """The shift of ``[B, heads, L, c]`` over its ``heads * c`` channels, head-major."""

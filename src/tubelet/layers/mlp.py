@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tubelet.layers.shape import VideoShape
+from tubelet.layers.shape import VideoShape, split_prefix
 
 ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -51,9 +51,10 @@ class ConvMlp(Mlp):
         h = self.fc1(x)
         batch, tokens, width = h.shape
         p = shape.num_prefix(tokens)
-        frames = h[:, p:].reshape(batch * shape.t, shape.h, shape.w, width).permute(0, 3, 1, 2)  # [B*T, E, H, W]
+        prefix, patches = split_prefix(h, p)
+        frames = patches.reshape(batch * shape.t, shape.h, shape.w, width).permute(0, 3, 1, 2)  # [B*T, E, H, W]
         grid = self.dwconv(frames).permute(0, 2, 3, 1).reshape(batch, shape.num_patches, width)
-        h = torch.cat([h[:, :p], grid], dim=1)  # [B, P + T*H*W, E]
+        h = torch.cat([prefix, grid], dim=1)  # [B, P + T*H*W, E]
         return self.drop(self.fc2(self.drop(self.act(h))))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
+
 
 class VideoShape(NamedTuple):
     """Size of the patch-token grid: ``t`` temporal positions, ``h`` x ``w`` spatial ones.
@@ -30,3 +32,13 @@ class VideoShape(NamedTuple):
         if prefix < 0:
             raise ValueError(f"{num_tokens} tokens cannot hold a {self.t}x{self.h}x{self.w} grid")
         return prefix
+
+
+def split_prefix(x: torch.Tensor, prefix: int, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x[..., :prefix, ...], x[..., prefix:, ...])`` along ``dim``, both views, as one ``split``.
+
+    The same values as two slices, and under autograd cheaper: each slice's backward fills a
+    zero tensor of ``x``'s whole size and copies its gradient into it, and the two are added,
+    while a split's backward concatenates the pieces' gradients once (zeros only for a piece that
+    gets none, such as the prefix of queries that only the patches use)."""
+    return x.split([prefix, x.shape[dim] - prefix], dim=dim)
