@@ -23,8 +23,9 @@ BENCHMARKS.md): at 8 and 16 keys, TimeSformer's temporal steps, the memory-effic
 fastest. tubelet's kernel for short sequences (``tubelet.kernels.short_attention``, block-diagonal
 tiles) takes 0.40x the memory-efficient kernel's time forward and 0.45x forward and backward at 8
 keys, which made TimeSformer-B 8x224 1.18x faster at batch 32 and its training step 1.12x. At 16
-keys the kernel alone is faster too (0.68x, 0.78x), but in the models' training steps it was not
-(TimeSformer-B 16x224 0.98x, ViViT-B factorised 32x224 0.84x), and at 32 keys it is slower (1.2-1.4x),
+keys the kernel alone is faster too (0.68x, 0.78x), but the models' training steps did not show it
+(TimeSformer-B 16x224 0.98x; ViViT-B factorised 32x224 0.84x at batch 4, a host-bound step that
+varies as much between runs), and at 32 keys it is slower (1.2-1.4x),
 so ``auto`` takes it for at most 8 queries and keys;
 ``SHORT_KEY_KERNEL`` (``triton`` or ``efficient``) says which of the two ``auto`` takes there.
 Under ``torch.compile`` ``auto`` leaves the choice to the compiler.
