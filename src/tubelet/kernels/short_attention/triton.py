@@ -6,8 +6,9 @@ The temporal steps of divided, factorised and axial attention attend over 8-32 f
 thousands of sequences (TimeSformer-B 8x224 at batch 32: 75,264 of 8 keys). A flash kernel pads
 such a sequence to its 64 x 64 (or 64 x 128) tiles and runs one tile per sequence and head, so it
 computes and moves several times the useful data (H200: 0.80-1.2 ms forward for what 4 TB/s
-moves in 0.08 ms; BENCHMARKS.md). Here one program takes ``BLOCK_S`` sequences at once, holds
-their queries ``[BLOCK_S, Lq, d]`` in registers and walks the keys one by one (the loop unrolled:
+moves in 0.08 ms; BENCHMARKS.md). Here one program takes ``BLOCK_S`` sequences at once. With
+``SHORT_ATTENTION_TILES`` set to ``sequences`` it holds their queries ``[BLOCK_S, Lq, d]`` in
+registers and walks the keys one by one (the loop unrolled:
 ``Lk`` is a compile-time constant) with an online softmax; products are float32 on the CUDA cores,
 no tensor-core tiles to pad. The sequences a program takes are neighbours on the head axis, which
 under the ``view`` layout (``tubelet.attention.layout``) are neighbouring patches of one frame, so
@@ -22,8 +23,8 @@ float32 per query) and, with ``delta_i = dO_i . O_i``:
 
 in the same single pass over the keys, so every input is read once and every gradient written once.
 
-With ``SHORT_ATTENTION_TILES`` set to ``block-diagonal`` the same equations run as tensor-core
-products instead: a program lays its ``BLOCK_S`` sequences' query rows end to end (``BLOCK_ROWS``
+With ``block-diagonal`` (the default) the same equations run as tensor-core products instead: a
+program lays its ``BLOCK_S`` sequences' query rows end to end (``BLOCK_ROWS``
 rows, e.g. 8 sequences of 8 frames) and their key rows likewise, computes every query row against
 every key row in one ``[Rq, d] x [d, Rk]`` product, and masks the scores of rows from different
 sequences to -inf, so P is block-diagonal; the output and the backward's five products
