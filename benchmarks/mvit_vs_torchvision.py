@@ -31,10 +31,19 @@ MODEL = "mvitv2_small_16x224"
 PATHS = ("folded", "bias")
 
 
-def measure(batches: tuple[int, ...], reps: int, compile_modes: list[str | None], norm_backend: str | None = None) -> list[dict]:
+def measure(batches: tuple[int, ...], reps: int, compile_modes: list[str | None], norm_backend: str | None = None,
+            graphs: bool = False) -> list[dict]:
     """One ``run_bench`` per (compile mode, relative-position path); rows tagged with both.
-    ``norm_backend`` is tubelet's LayerNorm backend (``tubelet.layers.norm``), torchvision's is its own."""
+    ``norm_backend`` is tubelet's LayerNorm backend (``tubelet.layers.norm``), torchvision's is its
+    own. ``graphs``: one more run of tubelet alone from CUDA graphs (CUDA's default path)."""
     results = []
+    if graphs:
+        config = BenchConfig(models=(MODEL,), batches=batches, dtype="bf16", device="cuda", reps=reps, warmup=5,
+                             cuda_graph=True, norm_backend=norm_backend)
+        result = run_bench(config, log=print)
+        for row in result["rows"]:
+            row["positions"] = "folded"
+        results.append(result)
     for compile_mode in compile_modes:
         for path in PATHS:
             pooling.RELATIVE_POSITIONS = path
@@ -57,7 +66,7 @@ def side_by_side(results: list[dict], batches: tuple[int, ...]) -> str:
         for row in result["rows"]:
             if row["status"] != "ok":
                 continue
-            mode = row["compile"] or "eager"
+            mode = "CUDA graph" if row["cuda_graph"] else row["compile"] or "eager"
             if row["implementation"] == "tubelet":
                 ours.setdefault((mode, row["positions"]), {})[row["batch"]] = row["videos_per_s"]
             else:
@@ -67,8 +76,9 @@ def side_by_side(results: list[dict], batches: tuple[int, ...]) -> str:
     header = ["implementation", "compile"] + [f"batch {b} videos/s" for b in batches] + [f"batch {b} / torchvision" for b in batches]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for mode in sorted(theirs.keys() | {m for m, _ in ours}, key=lambda m: m != "eager"):
-        reference = theirs.get(mode, {})
-        rows = [(library, reference)] + [(f"tubelet ({path} positions)", ours[(mode, path)]) for path in PATHS if (mode, path) in ours]
+        graphed = mode == "CUDA graph"  # tubelet alone, against torchvision eager
+        reference = theirs.get("eager" if graphed else mode, {})
+        rows = ([] if graphed else [(library, reference)]) + [(f"tubelet ({path} positions)", ours[(mode, path)]) for path in PATHS if (mode, path) in ours]
         for name, cells in rows:
             speeds = [f"{cells[b]:.1f}" if b in cells else "-" for b in batches]
             ratios = [f"{cells[b] / reference[b]:.2f}x" if b in cells and b in reference else "-" for b in batches]
@@ -102,6 +112,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--compile", default="default", help="torch.compile mode for the compiled rows; 'none' skips them")
     parser.add_argument("--norm-backend", choices=LAYER_NORM_BACKEND.names, help="tubelet's LayerNorm backend (default: the switch's)")
+    parser.add_argument("--graphs", action="store_true", help="also tubelet from CUDA graphs, against torchvision eager")
     parser.add_argument("--out", type=Path, help="folder for mvit_vs_torchvision.{md,json}")
     parser.add_argument("--profile", action="store_true", help="also profile one eager forward of each at the largest batch")
     args = parser.parse_args()
@@ -111,7 +122,7 @@ def main() -> None:
     # The logit check before timing runs in float32: without TF32 both sides compute it exactly.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    results = measure(batches, args.reps, [None] + ([] if args.compile == "none" else [args.compile]), args.norm_backend)
+    results = measure(batches, args.reps, [None] + ([] if args.compile == "none" else [args.compile]), args.norm_backend, args.graphs)
     report = [f"## {MODEL} vs torchvision mvit_v2_s\n", side_by_side(results, batches)]
     report += [markdown(result) for result in results]
     if args.profile:

@@ -4,7 +4,7 @@ the number of kernel launches, and CPU against GPU time. The profiles quoted in
 ``benchmarks/NOTES.md`` come from this script.
 
     PYTHONPATH=src python3 benchmarks/profile_model.py MODEL [--frames T] [--size S] [--batch B]
-        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend auto|torch|triton] [--layout auto|permute|view] [--top 20] [--shapes]
+        [--mode infer|train] [--linear-backend torch|triton] [--norm-backend auto|torch|triton] [--layout auto|permute|view] [--top 20] [--shapes] [--sort gpu|cpu]
         [key=value ...]
 """
 
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--shapes", action="store_true", help="one row per operator and input shapes (where the copies come from)")
+    parser.add_argument("--sort", choices=("gpu", "cpu"), default="gpu",
+                        help="rows by their GPU time, or by the host's time in each op (where a launch-bound forward waits)")
     args = parser.parse_args()
     device = torch.device("cuda")
     model, video = model_and_video(args, device)
@@ -61,7 +63,7 @@ def main() -> None:
           f"{args.norm_backend} LayerNorm, {args.layout} layout): {len(kernels)} kernel launches, CPU {cpu_ms:.1f} ms, "
           f"GPU kernels {gpu_ms:.1f} ms")
     table = prof.key_averages(group_by_input_shape=args.shapes).table(
-        sort_by="self_cuda_time_total", row_limit=args.top, max_name_column_width=90, max_shapes_column_width=120)
+        sort_by="self_cuda_time_total" if args.sort == "gpu" else "self_cpu_time_total", row_limit=args.top, max_name_column_width=90, max_shapes_column_width=120)
     print(table)
 
 

@@ -175,8 +175,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tubelet.engine.evaluate import evaluate_checkpoint, format_metrics
 
-    result, written = evaluate_checkpoint(args.checkpoint, args.data, views=args.views, out=args.out,
-                                          device=args.device, precision=args.precision)
+    from tubelet.engine.graphs import CUDA_GRAPHS
+
+    with CUDA_GRAPHS.using(args.cuda_graphs):
+        result, written = evaluate_checkpoint(args.checkpoint, args.data, views=args.views, out=args.out,
+                                              device=args.device, precision=args.precision)
     print(format_metrics(result))
     for path in written:
         print(f"wrote {path}")
@@ -192,11 +195,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from tubelet.data.decode import DecodeError
+    from tubelet.engine.graphs import CUDA_GRAPHS
     from tubelet.engine.predict import format_predictions, predict_checkpoint
 
     try:
-        results = predict_checkpoint(args.checkpoint, args.videos, views=args.views, topk=args.topk, window=args.window,
-                                     stride=args.stride, device=args.device, precision=args.precision)
+        with CUDA_GRAPHS.using(args.cuda_graphs):
+            results = predict_checkpoint(args.checkpoint, args.videos, views=args.views, topk=args.topk, window=args.window,
+                                         stride=args.stride, device=args.device, precision=args.precision)
     except DecodeError as error:  # sliding windows: the video itself cannot be read
         raise UsageError(str(error)) from error
     if args.json:
@@ -238,6 +243,10 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
                         help="auto, cpu, cuda or cuda:N (default auto: the GPU when CUDA is available, else the CPU)")
     parser.add_argument("--precision", default="auto", metavar="DTYPE",
                         help="autocast to bf16, fp16 (GPU only) or fp32 (default auto: bf16 on a GPU, fp32 on the CPU)")
+    parser.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                        help="replay the model from CUDA graphs (one capture per batch shape): auto (default: batches "
+                        "of at most 8 clips, views included, where launching kernels bounds the GPU), on (every "
+                        "batch) or off")
 
 
 def _build_parser() -> argparse.ArgumentParser:

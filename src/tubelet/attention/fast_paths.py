@@ -10,9 +10,11 @@ same function within the tolerance its tests state.
 | ``ATTENTION_LAYOUT`` | ``tubelet.attention.layout`` (groups of tokens as copies or views) | auto, permute, view |
 | ``STEP_DOT_OPERANDS`` | ``tubelet.kernels.linear_step`` (the fused step kernel's dots) | tf32, bf16 |
 | ``STEP_KEY_SPLIT`` | ``tubelet.kernels.linear_step`` (the fused step kernel's programs) | off, auto |
+| ``CUDA_GRAPHS`` | ``tubelet.engine.graphs`` (evaluation and prediction replaying small batches) | auto, on, off |
 
 ``fast_paths(sdpa=..., linear=..., norm=..., layout=...)`` sets the first four for a block and
-restores them after; the fused step kernel's two are set with their own ``using``.
+restores them after; the fused step kernel's two and ``CUDA_GRAPHS`` are set with their own ``using``
+(``tubelet predict`` and ``tubelet eval`` take ``--cuda-graphs``).
 """
 
 from __future__ import annotations

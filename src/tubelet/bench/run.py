@@ -39,7 +39,8 @@ from tubelet.attention.sdpa import get_sdpa_backend
 from tubelet.attention.fast_paths import fast_paths
 from tubelet.layers.norm import LAYER_NORM_BACKEND
 from tubelet.bench.reference import ReferenceUnavailable, build_reference
-from tubelet.bench.timing import PEAK_SIZES, capture_cuda_graph, matmul_peak, time_repetitions
+from tubelet.bench.timing import PEAK_SIZES, matmul_peak, time_repetitions
+from tubelet.engine.graphs import CUDA_GRAPHS, InferenceGraphs
 from tubelet.engine.optim import adamw
 from tubelet.models.registry import create_model, model_arguments
 from tubelet.models.summary import default_input_size, model_cost
@@ -56,7 +57,8 @@ AGREEMENT_TOLERANCE = 1e-3
 class BenchConfig:
     """What to measure. Empty ``frames`` / ``sizes`` mean each model's default input;
     ``compile`` is a ``torch.compile`` mode (``"default"``, ``"max-autotune"``, ...) or None;
-    ``cuda_graph`` captures an inference step in a CUDA graph and times its replays;
+    ``cuda_graph`` runs inference from the engine's CUDA graphs (``tubelet.engine.graphs``, what
+    evaluation and prediction do for small batches) and times the replays;
     ``overrides`` are constructor arguments of every model; ``linear_backend`` picks the
     implementation of linear attention (``tubelet.attention.linear.functional``) and
     ``sdpa_backend`` the kernel of softmax attention (``tubelet.attention.sdpa``), ``norm_backend``
@@ -168,9 +170,9 @@ def _environment(config: BenchConfig, device: torch.device, dtype: str, peak: fl
     )
 
 
-def _autocast(device: torch.device, dtype: str, cache: bool = True):
-    """bf16 autocast (or none for fp32); a CUDA graph capture needs autocast's weight cache off."""
-    return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32", cache_enabled=cache)
+def _autocast(device: torch.device, dtype: str):
+    """bf16 autocast (or none for fp32)."""
+    return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
 
 
 def _weight_cache_region(config: BenchConfig, device: torch.device, dtype: str):
@@ -179,8 +181,8 @@ def _weight_cache_region(config: BenchConfig, device: torch.device, dtype: str):
     ``torch.inference_mode`` turns that cache off), so only the first step casts the weights (one
     launch per weight and bias: 210 of TimeSformer-B's 496 at batch 1, H200 profile in
     BENCHMARKS.md). Each step still enters its own autocast inside; both implementations run
-    under the same region. Training steps and CUDA graphs (which capture no casts twice) keep
-    their own."""
+    under the same region. Training steps and CUDA graphs (whose replays run the casts they
+    captured) keep their own."""
     if config.mode != "infer" or config.cuda_graph:
         return contextlib.nullcontext()
     return _autocast(device, dtype)
@@ -202,12 +204,14 @@ def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, d
     if config.mode == "infer":
         impl.module.eval()
 
-        def step():
-            with torch.no_grad(), _autocast(device, dtype, cache=not config.cuda_graph):  # inference_mode: no weight cache
-                return forward(inputs)
+        # With --cuda-graph, the replays of the engine's own graphs (tubelet.engine.graphs), as
+        # evaluation and prediction run small batches: the first step captures.
+        run = InferenceGraphs(forward) if config.cuda_graph else forward
 
-        if config.cuda_graph:
-            step = capture_cuda_graph(step, device, warmup=config.warmup)
+        def step():
+            with torch.no_grad(), _autocast(device, dtype), CUDA_GRAPHS.using("on" if config.cuda_graph else None):
+                return run(inputs)
+
     else:
         impl.module.train()
         optimizer = adamw(impl.module.parameters(), lr=1e-5)  # the engine's AdamW, for every implementation

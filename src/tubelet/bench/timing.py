@@ -43,21 +43,6 @@ def time_repetitions(step: Callable[[], object], device: torch.device, *, warmup
     return times
 
 
-def capture_cuda_graph(step: Callable[[], object], device: torch.device, *, warmup: int) -> Callable[[], None]:
-    """``step`` captured in a CUDA graph (after ``warmup`` runs on a side stream, as capture
-    needs); returns the graph's replay, which launches all of its kernels at once."""
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            step()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
-
-
 def matmul_peak(device: torch.device, dtype: torch.dtype, *, size: int | None = None, reps: int = 10) -> float:
     """Measured FLOP/s of an ``n x n x n`` matrix product on random data (median of ``reps``):
     the ceiling for model FLOPs utilisation (bf16 on CUDA, float32 on the CPU)."""

@@ -22,6 +22,7 @@ from tubelet.data.lists import VideoList
 from tubelet.data.transforms import Normalisation, normalised_on
 from tubelet.engine.device import autocast
 from tubelet.engine.distributed import gather_objects
+from tubelet.engine.graphs import InferenceGraphs
 from tubelet.engine.metrics import confusion_matrix, mean_average_precision, per_class_accuracy, topk_correct
 from tubelet.files import atomic_write_json, atomic_write_text
 
@@ -70,12 +71,13 @@ def summarize(view_scores: torch.Tensor, labels: torch.Tensor, loss: float,
 
 
 def classify_views(model: nn.Module, video: torch.Tensor, *, device: torch.device, amp_dtype: torch.dtype | None,
-                   normalisation: Normalisation | None = None) -> torch.Tensor:
+                   normalisation: Normalisation | None = None, graphs: InferenceGraphs | None = None) -> torch.Tensor:
     """Float32 logits ``[B*V, K]`` of every view of ``video [B, V, C, T, H, W]``, view-major within
-    each video; uint8 views are normalised on ``device`` with ``normalisation = (mean, std)``."""
+    each video; uint8 views are normalised on ``device`` with ``normalisation = (mean, std)``.
+    ``graphs`` (``InferenceGraphs(model)``, kept across batches) runs small batches from CUDA graphs."""
     video = normalised_on(device, video, normalisation, what="classify_views")
     with autocast(device, amp_dtype):
-        return model(video.flatten(0, 1)).float()
+        return (graphs or model)(video.flatten(0, 1)).float()
 
 
 @torch.no_grad()
@@ -90,13 +92,15 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: t
     was_training = model.training
     model.eval()
     indices, view_scores, labels, failed = [], [], [], []
+    graphs = InferenceGraphs(model)
     loss_sum = torch.zeros((), dtype=torch.float64)
     for batch in loader:
         failed.extend(batch["failed"])
         if batch["video"] is None:
             continue
         b, v = batch["video"].shape[:2]
-        logits = classify_views(model, batch["video"], device=device, amp_dtype=amp_dtype, normalisation=normalisation)  # [B*V, K]
+        logits = classify_views(model, batch["video"], device=device, amp_dtype=amp_dtype, normalisation=normalisation,
+                                graphs=graphs)  # [B*V, K]
         target = batch["label"].to(device)
         if multi_label:
             probs = torch.sigmoid(logits)

@@ -20,6 +20,7 @@ from tubelet.data.lists import VideoEntry, VideoList
 from tubelet.data.transforms import Normalisation
 from tubelet.engine.config import DataConfig
 from tubelet.engine.evaluate import classify_views
+from tubelet.engine.graphs import InferenceGraphs
 from tubelet.engine.inputs import eval_loader, eval_transform
 
 
@@ -35,11 +36,12 @@ def _class_names(model: nn.Module) -> list[str]:
 
 @torch.no_grad()
 def _probabilities(model: nn.Module, video: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None,
-                   normalisation: Normalisation | None = None) -> torch.Tensor:
+                   normalisation: Normalisation | None = None, graphs: InferenceGraphs | None = None) -> torch.Tensor:
     """``video [B, V, C, T, H, W]`` (float, or uint8 for ``normalisation``) -> the mean over its
     views ``[B, K]``, on the CPU, of the softmax, or for a model trained on multi-label data (its
-    metadata says) of each class's sigmoid."""
-    logits = classify_views(model, video, device=device, amp_dtype=amp_dtype, normalisation=normalisation)  # [B*V, K]
+    metadata says) of each class's sigmoid. ``graphs``: as for ``classify_views``."""
+    logits = classify_views(model, video, device=device, amp_dtype=amp_dtype, normalisation=normalisation,
+                            graphs=graphs)  # [B*V, K]
     scores = logits.sigmoid() if model.metadata.multi_label else logits.softmax(dim=-1)
     return scores.reshape(*video.shape[:2], -1).mean(dim=1).cpu()
 
@@ -61,13 +63,14 @@ def predict_videos(model: nn.Module, paths: Sequence[str | Path], data: DataConf
         except DecodeError as error:
             results[index] = {"path": str(path), "error": f"cannot decode: {error.reason}"}
     model.eval()
+    graphs = InferenceGraphs(model)
     if readable:
         videos = VideoList(tuple(VideoEntry(Path(paths[i]), 0) for i in readable), tuple(names))
         for batch in eval_loader(data, videos, views=views, resize_to=resize_to, batch_size=batch_size,
                                  num_workers=num_workers):
             if batch["video"] is None:
                 continue
-            probs = _probabilities(model, batch["video"], device, amp_dtype, data.normalisation())  # [B, K]
+            probs = _probabilities(model, batch["video"], device, amp_dtype, data.normalisation(), graphs)  # [B, K]
             for row, p in zip(batch["index"].tolist(), probs):
                 results[readable[row]] = {"path": str(paths[readable[row]]), "top": top_classes(p, names, topk)}
     return [result or {"path": str(path), "error": "cannot decode all the frames it needs"}
@@ -95,6 +98,7 @@ def predict_segments(model: nn.Module, path: str | Path, data: DataConfig, *, wi
     transform = eval_transform(data, resize_to=resize_to, crops=crops)
     frames_per = data.num_frames
     model.eval()
+    graphs = InferenceGraphs(model)  # one segment's crops at a time: a small batch, replayed from a graph on CUDA
     results = []
     with open_video(path) as video:
         duration = video.info.duration
@@ -102,7 +106,7 @@ def predict_segments(model: nn.Module, path: str | Path, data: DataConfig, *, wi
             length = min(window, duration - start)
             times = [start + (i + 0.5) * length / frames_per for i in range(frames_per)]
             clip = transform(video.frames_at(times))  # [S, C, T, H, W]
-            probs = _probabilities(model, clip[None], device, amp_dtype, data.normalisation())[0]  # [K]
+            probs = _probabilities(model, clip[None], device, amp_dtype, data.normalisation(), graphs)[0]  # [K]
             results.append({"start": round(start, 3), "end": round(start + length, 3),
                             "top": top_classes(probs, names, topk)})
     return results
