@@ -50,19 +50,27 @@ TRAINING_KERNEL_MIN_ELEMENTS = 1 << 24  # auto in training: 16.8M values, below 
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the last dimension, ``[..., D] -> [..., D]``, with the fast path above."""
 
-    def uses_kernel(self, x: torch.Tensor) -> bool:
-        """Whether ``forward(x)`` runs the Triton kernel now."""
+    def kernel_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """The 16-bit dtype the Triton kernel writes if ``forward(x)`` runs it now, else None."""
         if (torch.compiler.is_compiling() or self.weight is None or self.bias is None
-                or len(self.normalized_shape) != 1
-                or autocast_matmul_dtype(x) is None):  # no autocast here, e.g. "meta" (FLOP counts), or float64
-            return False
+                or len(self.normalized_shape) != 1):
+            return None
+        dtype = autocast_matmul_dtype(x)
+        if dtype is None:  # no autocast here, e.g. "meta" (FLOP counts), or float64
+            return None
         backend = LAYER_NORM_BACKEND.get()
         if backend == "auto":
             training = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-            return x.is_cuda and x.numel() >= (TRAINING_KERNEL_MIN_ELEMENTS if training else KERNEL_MIN_ELEMENTS)
-        return backend == "triton"
+            large = x.numel() >= (TRAINING_KERNEL_MIN_ELEMENTS if training else KERNEL_MIN_ELEMENTS)
+            return dtype if x.is_cuda and large else None
+        return dtype if backend == "triton" else None
+
+    def uses_kernel(self, x: torch.Tensor) -> bool:
+        """Whether ``forward(x)`` runs the Triton kernel now."""
+        return self.kernel_dtype(x) is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.uses_kernel(x):
+        dtype = self.kernel_dtype(x)
+        if dtype is None:
             return super().forward(x)
-        return triton_layer_norm(x, self.weight, self.bias, self.eps, autocast_matmul_dtype(x))
+        return triton_layer_norm(x, self.weight, self.bias, self.eps, dtype)
