@@ -391,7 +391,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=_positive(int), default=3, help="untimed steps first (default: 3)")
     bench.add_argument("--linear-backend", metavar="NAME", help="linear attention implementation: torch or triton")
     bench.add_argument("--sdpa-backend", metavar="NAME", help="softmax attention kernel: auto, flash, cudnn, efficient, math or triton")
-    bench.add_argument("--norm-backend", metavar="NAME", help="LayerNorm under autocast: auto (default: triton for CUDA inputs of at least 4.2M values in inference and 16.8M in training), torch, or triton (Triton kernels with a 16-bit output, forward and backward)")
+    bench.add_argument("--norm-backend", metavar="NAME", help="LayerNorm under autocast: auto (default: triton for CUDA inputs of at least 4.2M values in inference), torch, or triton (Triton kernels with a 16-bit output, forward and backward)")
     bench.add_argument("--layout", metavar="NAME", help="attention's groups of tokens: auto (default: view for large steps), permute (copies) or view (strided views)")
     bench.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value", help="constructor arguments of every model")
     bench.add_argument("--out", metavar="DIR", help="write DIR/bench.md, DIR/bench.json and DIR/bench.png")

@@ -130,9 +130,8 @@ def test_the_module_trains_as_cuda_autocast_runs_nn_layer_norm():
 
 def test_auto_takes_the_kernel_for_large_cuda_inputs_only():
     """``auto`` (the default) never on the CPU; on CUDA from ``KERNEL_MIN_ELEMENTS`` values where no
-    gradient is needed and from ``TRAINING_KERNEL_MIN_ELEMENTS`` where one is; ``triton`` always."""
+    gradient is needed; ``triton`` in training too."""
     assert LAYER_NORM_BACKEND.get() == "auto"
-    assert norm.TRAINING_KERNEL_MIN_ELEMENTS > norm.KERNEL_MIN_ELEMENTS
     layer = LayerNorm(64)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert not layer.uses_kernel(torch.empty(norm.KERNEL_MIN_ELEMENTS // 64, 64))
@@ -142,9 +141,8 @@ def test_auto_takes_the_kernel_for_large_cuda_inputs_only():
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         assert layer.uses_kernel(torch.empty(norm.KERNEL_MIN_ELEMENTS // 64, 64, device="cuda"))
         assert not layer.uses_kernel(torch.empty(norm.KERNEL_MIN_ELEMENTS // 64 - 1, 64, device="cuda"))
-    with torch.autocast("cuda", dtype=torch.bfloat16):  # training (the weights need gradients)
-        assert layer.uses_kernel(torch.empty(norm.TRAINING_KERNEL_MIN_ELEMENTS // 64, 64, device="cuda"))
-        assert not layer.uses_kernel(torch.empty(norm.TRAINING_KERNEL_MIN_ELEMENTS // 64 - 1, 64, device="cuda"))
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # training (the weights need gradients): ATen's
+        assert not layer.uses_kernel(torch.empty(64 * norm.KERNEL_MIN_ELEMENTS, 64, device="cuda"))
     with LAYER_NORM_BACKEND.using("triton"), torch.autocast("cuda", dtype=torch.bfloat16):
         assert layer.uses_kernel(torch.empty(64, 64, device="cuda"))
 

@@ -6,9 +6,8 @@ two matmuls (profiled: 18 of MViTv2-S's 91 ms at batch 32 on an H200, BENCHMARKS
 the backward casts the 16-bit output gradient to float32 again before its own kernels.
 ``LAYER_NORM_BACKEND`` (a ``tubelet.switch.Switch``) picks the implementation:
 
-- ``auto`` (default): ``triton`` on CUDA for inputs of at least ``KERNEL_MIN_ELEMENTS`` values
-  where no gradient is needed and of at least ``TRAINING_KERNEL_MIN_ELEMENTS`` where one is,
-  ``torch`` otherwise. Measured on an H200 (BENCHMARKS.md,
+- ``auto`` (default): ``triton`` for inputs of at least ``KERNEL_MIN_ELEMENTS`` values on CUDA
+  where no gradient is needed, ``torch`` otherwise. Measured on an H200 (BENCHMARKS.md,
   ``gpu_throughput.py --sections norm``): the kernel makes TimeSformer-B 8x224 1.10x and MViTv2-S
   16x224 1.29x faster at batch 32, and both slower at batch 1 (0.77x, 0.87x), where the time is the
   CPU's and a Triton launch costs more of it than ATen's. Batch 32's smallest LayerNorm input is
@@ -17,11 +16,11 @@ the backward casts the 16-bit output gradient to float32 again before its own ke
   1.3 GiB less memory and ViViT-B factorised 32x224 1.12x at batch 8, but TimeSformer-B 8x224
   0.97-1.07x at batch 16 (two calls) and 0.75x at 8, ViViT-B 0.64-0.77x at batch 4, where the host
   bounds the step: a LayerNorm's forward and backward cost the host 566 us through the kernels
-  against 259 through ATen. So in training ``auto`` takes the kernels only for large inputs, where
-  the GPU's time dominates: with the 16.8M-value rule (2026-12-03, 17:50, each cell twice) the
-  training step of TimeSformer-B 8x224 at batch 16 (19.3M values a norm) ran 1.01-1.09x, MViTv2-S
-  at 16 1.05x (its first two stages take the kernels) with 0.5 GiB less, ViViT-B factorised at 8
-  1.12x, and TimeSformer-B at 8 (all below the rule) the same;
+  against 259 through ATen (204.6 and 465.3 after the launch path was trimmed, 18:05). A rule
+  taking the kernels in training from 16.8M values measured 1.01-1.12x in one call (17:50) and
+  0.83-0.91x for TimeSformer-B at batch 16 in the next two (18:05-18:10: 169, 174, 160 against
+  ATen's 192-193), the intermittent slowdown seen once before (0.69x) and not yet explained. So
+  ``auto`` leaves training to ATen;
 - ``torch``: ``nn.LayerNorm`` as it is;
 - ``triton``: when autocast is on for the input's device and the module is not being compiled
   (inductor fuses LayerNorm itself), Triton kernels (``tubelet.kernels.layer_norm``) compute it
@@ -44,7 +43,6 @@ from tubelet.switch import Switch
 
 LAYER_NORM_BACKEND = Switch("LayerNorm backend", ["auto", "torch", "triton"], "auto")
 KERNEL_MIN_ELEMENTS = 1 << 22  # auto: 4.2M values, between batch 1's largest input and batch 32's smallest
-TRAINING_KERNEL_MIN_ELEMENTS = 1 << 24  # auto in training: 16.8M values, below TimeSformer-B's at batch 16 (19.3M), above its 9.6M at 8
 
 
 class LayerNorm(nn.LayerNorm):
@@ -61,8 +59,7 @@ class LayerNorm(nn.LayerNorm):
         backend = LAYER_NORM_BACKEND.get()
         if backend == "auto":
             training = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-            large = x.numel() >= (TRAINING_KERNEL_MIN_ELEMENTS if training else KERNEL_MIN_ELEMENTS)
-            return dtype if x.is_cuda and large else None
+            return dtype if x.is_cuda and not training and x.numel() >= KERNEL_MIN_ELEMENTS else None
         return dtype if backend == "triton" else None
 
     def uses_kernel(self, x: torch.Tensor) -> bool:
