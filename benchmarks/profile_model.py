@@ -1,6 +1,7 @@
 """Where one model's GPU time goes: one forward (or training step) of a registered model under
 ``torch.profiler``, bf16 autocast, after warm-up; prints the CUDA kernels with the most GPU time,
-the number of kernel launches, and CPU against GPU time. The profiles quoted in
+the number of kernel launches, and CPU against GPU time (``--sort cpu``: the operators by the
+host's time in them, where a launch-bound forward waits). The profiles quoted in
 ``benchmarks/NOTES.md`` come from this script.
 
     PYTHONPATH=src python3 benchmarks/profile_model.py MODEL [--frames T] [--size S] [--batch B]

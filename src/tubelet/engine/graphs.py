@@ -14,12 +14,13 @@ kernels that take the H200 4.4 ms, and launching them takes the CPU 20-28 ms. Me
 
 Graphs are used only where they compute what eager does: on CUDA, without autograd, outside
 ``torch.compile``, and for a model whose forward does not talk to other processes (FSDP's
-gathers of sharded weights, DDP's broadcasts of buffers) or hold DTensor weights. A graph replays the kernels on the addresses it captured: each call copies
-its input into the graph's input buffer, reads the weights where they are (so updates in place, as
-optimisers and ``load_state_dict`` make them, are seen), and returns a copy of the output. A model
-moved or rebuilt needs a new ``InferenceGraphs``. At most ``MAX_GRAPHS`` shapes are captured, later
-ones run eagerly; a shape whose capture fails (a forward that waits for the host) runs eagerly
-after one warning that says why.
+gathers of sharded weights, DDP's broadcasts of buffers) or hold DTensor weights. A graph
+replays the kernels on the addresses it captured: each call copies its input into the graph's
+input buffer, reads the weights where they are (so updates in place, as optimisers and
+``load_state_dict`` make them, are seen), and returns a copy of the output. A model moved or
+rebuilt needs a new ``InferenceGraphs``. At most ``MAX_GRAPHS`` shapes are captured, later ones
+run eagerly; a shape whose capture fails (a forward that waits for the host) runs eagerly after
+one warning that says why.
 """
 
 from __future__ import annotations
