@@ -129,7 +129,7 @@ def test_the_attention_layout_is_applied_and_reported(monkeypatch):
         (["bench", TINY, "--linear-backend", "cuda-magic"], "unknown linear attention backend 'cuda-magic'"),
         (["bench", TINY, "--sdpa-backend", "fast"], "unknown softmax attention backend 'fast'"),
         (["bench", TINY, "--layout", "strided"], "unknown attention layout 'strided'; expected one of auto, permute, view"),
-        (["bench", TINY, "--device", "gpu"], "device 'gpu': tubelet bench runs on cpu or cuda"),
+        (["bench", TINY, "--device", "gpu"], "--device is 'gpu'; expected auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_usage_error(capsys):
     assert main(["bench", TINY, "--device", "cuda"]) == 2
-    assert "sees no CUDA device" in capsys.readouterr().err
+    assert "--device is 'cuda' but CUDA is not available (use 'cpu' or 'auto')" in capsys.readouterr().err
     assert main(["bench", TINY, "--cuda-graph"]) == 2
     assert "--cuda-graph captures inference steps on a CUDA device only" in capsys.readouterr().err
 

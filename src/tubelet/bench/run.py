@@ -40,6 +40,7 @@ from tubelet.attention.fast_paths import fast_paths
 from tubelet.layers.norm import LAYER_NORM_BACKEND
 from tubelet.bench.reference import ReferenceUnavailable, build_reference
 from tubelet.bench.timing import PEAK_SIZES, matmul_peak, time_repetitions
+from tubelet.engine.device import resolve_device
 from tubelet.engine.graphs import CUDA_GRAPHS, InferenceGraphs
 from tubelet.engine.optim import adamw
 from tubelet.models.registry import create_model, model_arguments
@@ -110,20 +111,6 @@ def parse_overrides(items: list[str]) -> dict:
         except yaml.YAMLError as error:
             raise ValueError(f"--set {item!r} is not YAML: {' '.join(str(error).split())}") from None
     return overrides
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:  # a name torch does not know
-        raise ValueError(f"device {name!r}: tubelet bench runs on cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but torch {torch.__version__} sees no CUDA device")
-    if device.type not in PEAK_SIZES:
-        raise ValueError(f"device {name!r}: tubelet bench runs on cpu or cuda")
-    return device
 
 
 def resolve_dtype(name: str, device: torch.device) -> str:
@@ -287,7 +274,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda line: Non
         raise ValueError("no models to bench: name at least one (`tubelet models` lists them)")
     for name in config.models:
         model_arguments(name, config.overrides)  # unknown names and arguments fail before any timing
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, what="--device")
     dtype = resolve_dtype(config.dtype, device)
     if config.cuda_graph and (device.type != "cuda" or config.mode != "infer"):
         raise ValueError("--cuda-graph captures inference steps on a CUDA device only")
