@@ -196,7 +196,7 @@ def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, d
         run = InferenceGraphs(forward) if config.cuda_graph else forward
 
         def step():
-            with torch.no_grad(), _autocast(device, dtype), CUDA_GRAPHS.using("on" if config.cuda_graph else None):
+            with torch.no_grad(), _autocast(device, dtype):
                 return run(inputs)
 
     else:
@@ -212,7 +212,7 @@ def measure(impl: Implementation, shape: tuple[int, ...], config: BenchConfig, d
             optimizer.zero_grad(set_to_none=True)
 
     try:
-        with _weight_cache_region(config, device, dtype):
+        with _weight_cache_region(config, device, dtype), CUDA_GRAPHS.using("on" if config.cuda_graph else None):
             times = time_repetitions(step, device, warmup=config.warmup, reps=config.reps)
     finally:
         impl.module.eval()

@@ -8,19 +8,22 @@ same computation in plain PyTorch.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
-_kernels = None  # tubelet.kernels.layer_norm.triton, once imported
+@functools.cache
+def _kernels():
+    """``tubelet.kernels.layer_norm.triton``, imported on the first call and kept (an import
+    statement per LayerNorm call costs the host)."""
+    try:
+        from tubelet.kernels.layer_norm import triton as kernels
+    except ImportError as error:
+        raise RuntimeError(f"the 'triton' LayerNorm backend needs the triton package ({error})") from error
+    return kernels
 
 
 def triton_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype: torch.dtype) -> torch.Tensor:
     """``[..., N] -> [..., N]`` in ``out_dtype`` through the Triton kernels (differentiable)."""
-    global _kernels
-    if _kernels is None:  # imported on the first call; the module is kept, as an import statement per call costs the host
-        try:
-            from tubelet.kernels.layer_norm import triton as kernels
-        except ImportError as error:
-            raise RuntimeError(f"the 'triton' LayerNorm backend needs the triton package ({error})") from error
-        _kernels = kernels
-    return _kernels.layer_norm(x, weight, bias, eps, out_dtype)
+    return _kernels().layer_norm(x, weight, bias, eps, out_dtype)

@@ -106,7 +106,7 @@ def _forward(rows_view: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     out = torch.empty(rows_view.shape, dtype=out_dtype, device=rows_view.device)
     mean, rstd = torch.empty(2, rows, dtype=torch.float32, device=rows_view.device) if stats else (out, out)
     rows_per_program, block = _tile(n)
-    _layer_norm_forward[(-(-rows // rows_per_program),)](
+    _layer_norm_forward[(triton.cdiv(rows, rows_per_program),)](
         rows_view, weight, bias, out, mean, rstd, rows, rows_view.stride(0), out.stride(0), n, eps,
         ROWS=rows_per_program, BLOCK=block, STATS=stats)
     return out, (mean if stats else None), (rstd if stats else None)
